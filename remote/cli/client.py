@@ -1,0 +1,3 @@
+"""Client-side commands (`keygen`, `connect`, ...): they run on the user's computer."""
+
+COMMANDS: list = []

@@ -1,0 +1,1 @@
+"""The user's end: runs on their computer. Never imports remote.server."""
