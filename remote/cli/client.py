@@ -1,3 +1,364 @@
-"""Client-side commands (`keygen`, `connect`, ...): they run on the user's computer."""
+"""Client-side commands (`keygen`, `connect`, ...): they run on the user's computer.
 
-COMMANDS: list = []
+Parsing and printing only; the flows live in `remote.client.manage`. Library modules are
+imported inside the commands so `remotectl --help` stays cheap (no paramiko there).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence, Tuple
+
+import click
+
+from remote.cli.common import emit_json, info, json_option, ssh_dir_option
+
+TIMEOUT_HELP = "Seconds to wait for the host at each step."
+
+
+def _layout(ssh_dir: Optional[str]):
+    from remote.client.layout import layout
+
+    return layout(ssh_dir)
+
+
+def _warn(message: str) -> None:
+    first, *rest = message.strip().splitlines()
+    click.echo(f"remotectl: warning: {first}", err=True)
+    for line in rest:
+        click.echo(f"  {line.strip()}" if not line.startswith("    ") else line, err=True)
+
+
+def _ago(stamp: Optional[str]) -> str:
+    if not stamp:
+        return "never"
+    try:
+        then = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    except ValueError:
+        return stamp
+    seconds = max(0, int(time.time() - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+# -- keygen ---------------------------------------------------------------------------
+@click.command()
+@click.option("--path", type=click.Path(dir_okay=False), default=None,
+              help="Private key file [default: <ssh-dir>/remotectl_ed25519].")
+@click.option("--force", is_flag=True, help="Replace an existing key (the old one stops working).")
+@click.option("--comment", default=None, help="Comment at the end of the public line.")
+@ssh_dir_option
+@json_option
+def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Optional[str],
+           as_json: bool) -> None:
+    """Make the Ed25519 key pair remotectl logs in with."""
+    import getpass
+    import socket
+    from pathlib import Path
+
+    from remote import keys
+
+    lay = _layout(ssh_dir)
+    target = Path(path).absolute() if path else lay.default_identity
+    if not path and not lay.ssh_dir.exists():
+        lay.ensure_managed_dir()
+    if comment is None:
+        comment = f"remotectl {getpass.getuser()}@{socket.gethostname()}"
+    public = keys.write_keypair(target, comment, force=force)
+    if as_json:
+        emit_json({"private_key": str(target), "public_key_file": f"{target}.pub",
+                   "public_key": public, "fingerprint": keys.fingerprint(public),
+                   "secret_name": "REMOTECTL_AUTHORIZED_KEY"})
+        return
+    info(f"Wrote {target} (private, 0600) and {target}.pub.")
+    info("Store this line in Colab's Secrets panel as REMOTECTL_AUTHORIZED_KEY (notebook access on);")
+    info("on another server, add it to ~/.ssh/authorized_keys. `remotectl connect` uses this key.")
+    info("")
+    info(public)
+
+
+# -- connect --------------------------------------------------------------------------
+@click.command()
+@click.argument("card", nargs=-1, required=True)
+@click.option("--name", default="colab", show_default=True, help="Host alias: `ssh NAME`.")
+@click.option("--identity", default=None, help="Private key [default: <ssh-dir>/remotectl_ed25519].")
+@click.option("--forward", "forwards", multiple=True, metavar="PORT|L:R",
+              help="LocalForward, e.g. 6006 (TensorBoard). Repeatable.")
+@click.option("--host-key", default=None, help="Plain address only: the host's public key to pin.")
+@click.option("-p", "--port", type=int, default=None, help="Plain address only: the port.")
+@click.option("-l", "--user", default=None, help="Plain address only: the user [default: root].")
+@click.option("--no-check", is_flag=True, help="Write the entry without connecting.")
+@click.option("--deep", is_flag=True,
+              help="Import torch remotely to ask torch.cuda.is_available() (takes seconds).")
+@click.option("--open", "open_code", is_flag=True, help="Then open VS Code on the remote folder.")
+@click.option("--path", default=None, help="Remote folder for VS Code [default: /content].")
+@click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
+@ssh_dir_option
+@json_option
+def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards: Sequence[str],
+            host_key: Optional[str], port: Optional[int], user: Optional[str], no_check: bool,
+            deep: bool, open_code: bool, path: Optional[str], timeout: float, ssh_dir: Optional[str],
+            as_json: bool) -> None:
+    """Pin the host key, write the ssh entry, check the link.
+
+    CARD is the `remotectl connect rc1....` line the remote side printed, or a plain
+    address: HOST:PORT, tcp://HOST:PORT, root@HOST -p PORT (with --host-key to pin).
+    """
+    from remote import keys
+    from remote.client import manage, vscode
+
+    lay = _layout(ssh_dir)
+    req = manage.prepare_connect(lay, card, name=name, identity=identity, forwards=forwards,
+                                 path=path, host_key=host_key, port=port, user=user)
+    if not req.target.host_key:
+        _warn("no host key given, so the first connection will trust whatever key answers "
+              "(StrictHostKeyChecking accept-new).\n"
+              "Someone between you and the host at that moment would be trusted; pass --host-key "
+              "or use the card. Each such connect gets its own alias, so a reused ngrok address "
+              "never meets an old key.")
+    applied = manage.apply_connect(lay, req)
+    record = applied.record
+    for warning in applied.warnings:
+        _warn(warning)
+    result = {"name": record.name, "host": record.host, "port": record.port, "user": record.user,
+              "alias": record.alias, "change": applied.change, "path": record.path,
+              "fingerprint": keys.fingerprint(record.host_key) if record.host_key else None,
+              "config": str(lay.managed_config), "known_hosts": str(lay.known_hosts),
+              "include": _include_json(applied.include), "check": None,
+              "code": vscode.command(record.name, record.path)}
+    _say_written(applied, lay, as_json)
+    error = None
+    if not no_check:
+        error = _check(lay, record.name, timeout, result, as_json, deep=deep, after_connect=True)
+    if error is None:
+        info(f"Next: ssh {record.name}    or    {vscode.shell_line(record.name, record.path)}", as_json)
+        if open_code:
+            vscode.open_remote(record.name, record.path)
+            info("Opening VS Code...", as_json)
+    if as_json:
+        emit_json(result)
+    if error is not None:
+        raise error
+
+
+def _include_json(change) -> Optional[dict]:
+    if change is None:
+        return None
+    return {"status": change.status, "path": str(change.path), "line": change.line}
+
+
+def _say_written(applied, lay, as_json: bool) -> None:
+    record = applied.record
+    verbs = {"new": "Added", "unchanged": "Unchanged:", "address-updated": "Updated the address of",
+             "key-replaced": "Replaced (new host key)", "updated": "Updated"}
+    info(f"{verbs.get(applied.change, 'Wrote')} Host {record.name} -> {record.endpoint} "
+         f"in {lay.managed_config}", as_json)
+    if applied.change == "address-updated":
+        info("  same host key as before: only the address changed.", as_json)
+    if record.host_key:
+        from remote import keys
+
+        info(f"Pinned host key {keys.fingerprint(record.host_key)} as {record.alias}.", as_json)
+    inc = applied.include
+    if inc is not None and inc.status in ("added", "updated"):
+        backup = "" if inc.created else f" (backup: {inc.path}.remotectl.bak)"
+        info(f"Added the Include line at the top of {inc.path}{backup}.", as_json)
+
+
+def _check(lay, name: str, timeout: float, result: dict, as_json: bool, deep: bool = False,
+           after_connect: bool = False):
+    """Probe and report; return the error to raise (after the JSON is out), or None."""
+    from remote import keys
+    from remote.client import manage, probe
+    from remote.errors import RemotectlError
+
+    record = manage.get_record(lay, name)
+    endpoint = manage.endpoint_for(lay, record)
+    try:
+        report = probe.probe(endpoint, timeout=timeout, deep=deep)
+    except RemotectlError as exc:
+        manage.record_check(lay, name, error=exc.message)
+        result["check"] = {"ok": False, "error": exc.message}
+        if after_connect:
+            hint = (exc.hint + "\n" if exc.hint else "") + \
+                f"The entry stays written; run `remotectl check {name}` once the host is up."
+            return type(exc)(exc.message, hint)
+        return exc
+    manage.record_check(lay, name, report=report)
+    result["check"] = {"ok": True, **report.as_dict()}
+    if report.learned:
+        _warn(f"pinned the key the host presented on first use: {keys.fingerprint(report.host_key)}\n"
+              "Compare it with the server's (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); "
+              "a different key from now on is refused.")
+    info(f"{name}: ok in {report.total_ms / 1000:.2f} s (round trip {report.rtt_ms:.0f} ms)", as_json)
+    info(f"  {report.summary()}", as_json)
+    return None
+
+
+# -- check, hosts, disconnect ---------------------------------------------------------
+@click.command()
+@click.argument("name", required=False)
+@click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
+@click.option("--quick", is_flag=True, help="Do not import torch remotely (read its version from files).")
+@ssh_dir_option
+@json_option
+def check(name: Optional[str], timeout: float, quick: bool, ssh_dir: Optional[str], as_json: bool) -> None:
+    """Connect with the pinned key and report the remote machine (GPU, python, torch.cuda)."""
+    from remote.client import manage
+
+    lay = _layout(ssh_dir)
+    record = manage.get_record(lay, name)
+    result = {"name": record.name, "host": record.host, "port": record.port, "check": None}
+    error = _check(lay, record.name, timeout, result, as_json, deep=not quick)
+    if as_json:
+        emit_json(result)
+    if error is not None:
+        raise error
+
+
+@click.command()
+@ssh_dir_option
+@json_option
+def hosts(ssh_dir: Optional[str], as_json: bool) -> None:
+    """List the hosts remotectl manages: endpoint, pinned key, age, last check."""
+    from remote import keys
+    from remote.client import registry
+
+    lay = _layout(ssh_dir)
+    reg = registry.load(lay)
+    if as_json:
+        emit_json({"config": str(lay.managed_config),
+                   "hosts": [{"name": r.name, **r.to_dict(), "alias": r.alias,
+                              "fingerprint": keys.fingerprint(r.host_key) if r.host_key else None}
+                             for r in reg.hosts.values()]})
+        return
+    if not reg.hosts:
+        info("No hosts yet: run `remotectl connect <card>`.")
+        return
+    rows = [("NAME", "ENDPOINT", "AGE", "LAST CHECK")]
+    for r in sorted(reg.hosts.values(), key=lambda r: r.name):
+        last = r.last_check or {}
+        if not last:
+            checked = "never"
+        elif last.get("ok"):
+            checked = f"ok {_ago(last.get('at'))} (rtt {last.get('rtt_ms') or 0:.0f} ms)"
+        else:
+            checked = f"failed {_ago(last.get('at'))}: {last.get('error')}"
+        rows.append((r.name, r.endpoint, _ago(r.created).replace(" ago", ""), checked))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        info("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+
+
+@click.command()
+@click.argument("name", required=False)
+@ssh_dir_option
+@json_option
+def disconnect(name: Optional[str], ssh_dir: Optional[str], as_json: bool) -> None:
+    """Remove a host's entry and pinned key (the last one also removes the Include line)."""
+    from remote.client import manage
+
+    lay = _layout(ssh_dir)
+    applied = manage.disconnect(lay, name)
+    for warning in applied.warnings:
+        _warn(warning)
+    inc = applied.include
+    if as_json:
+        emit_json({"name": applied.record.name, "removed": True, "include": _include_json(inc)})
+        return
+    info(f"Removed Host {applied.record.name} and its pinned key {applied.record.alias}.")
+    if inc is not None and inc.status == "removed":
+        info(f"No hosts left: removed the Include line from {inc.path}.")
+
+
+# -- pull, push, open -----------------------------------------------------------------
+def _split_args(lay, args: Tuple[str, ...], verb: str):
+    """[NAME] SRC [DST]: with two words, the first is NAME only if it is a managed host."""
+    from remote.client import manage, registry
+    from remote.errors import BadInput
+
+    if not 1 <= len(args) <= 3:
+        raise BadInput(f"usage: remotectl {verb} [NAME] SOURCE [DEST]")
+    names = registry.load(lay).hosts
+    if len(args) == 3 or (len(args) == 2 and args[0] in names):
+        name, rest = args[0], args[1:]
+    else:
+        name, rest = None, args
+    record = manage.get_record(lay, name)
+    return record, rest[0], rest[1] if len(rest) > 1 else None
+
+
+def _sftp_run(lay, record, timeout: float, work):
+    from remote.client import manage, probe
+
+    client = probe.open_client(manage.endpoint_for(lay, record), timeout=timeout)
+    try:
+        sftp = client.open_sftp()
+        try:
+            return work(sftp)
+        finally:
+            sftp.close()
+    finally:
+        client.close()
+
+
+def _transfer_done(verb: str, stats, dest: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"verb": verb, "dest": dest, **stats.as_dict()})
+        return
+    info(f"{verb}: {stats.files} file(s), {stats.bytes / 1e6:.1f} MB copied, "
+         f"{stats.skipped} already there, {stats.resumed} resumed -> {dest}")
+
+
+@click.command()
+@click.argument("args", nargs=-1, required=True, metavar="[NAME] REMOTE [LOCAL]")
+@click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@ssh_dir_option
+@json_option
+def pull(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
+    """Download a remote file or folder (e.g. saved/models), resuming partial copies."""
+    from remote.client import transfer
+
+    lay = _layout(ssh_dir)
+    record, remote, local = _split_args(lay, args, "pull")
+    local = local or "."
+    stats = _sftp_run(lay, record, timeout,
+                      lambda sftp: transfer.pull(sftp, remote, local, progress=not (quiet or as_json)))
+    _transfer_done("pull", stats, local, as_json)
+
+
+@click.command()
+@click.argument("args", nargs=-1, required=True, metavar="[NAME] LOCAL [REMOTE]")
+@click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@ssh_dir_option
+@json_option
+def push(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
+    """Upload a local file or folder to the remote (default: its login folder)."""
+    from remote.client import transfer
+
+    lay = _layout(ssh_dir)
+    record, local, remote = _split_args(lay, args, "push")
+    remote = remote or "."
+    stats = _sftp_run(lay, record, timeout,
+                      lambda sftp: transfer.push(sftp, local, remote, progress=not (quiet or as_json)))
+    _transfer_done("push", stats, remote, as_json)
+
+
+@click.command(name="open")
+@click.argument("name", required=False)
+@click.option("--path", default=None, help="Remote folder [default: the one given to connect].")
+@ssh_dir_option
+def open_(name: Optional[str], path: Optional[str], ssh_dir: Optional[str]) -> None:
+    """Open VS Code (Remote-SSH) on the host's folder."""
+    from remote.client import manage, vscode
+
+    record = manage.get_record(_layout(ssh_dir), name)
+    vscode.open_remote(record.name, path or record.path)
+    info(f"Opening {vscode.shell_line(record.name, path or record.path)}")
+
+
+COMMANDS = [keygen, connect, disconnect, check, hosts, pull, push, open_]

@@ -1,0 +1,93 @@
+"""Pinned host keys in ~/.ssh/remotectl/known_hosts, one line per `HostKeyAlias remotectl-<session>`.
+
+The alias, not host:port, names the key: ngrok hands the same address to different
+machines, and each runtime's key stays apart under its own session. The user's own
+known_hosts is never read or written.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from pathlib import Path
+from typing import List
+
+from remote import keys
+from remote.files import atomic_write
+
+ALIAS_PREFIX = "remotectl-"
+
+
+def alias_for(session: str) -> str:
+    return f"{ALIAS_PREFIX}{session}"
+
+
+def line_for(alias: str, host_key: str) -> str:
+    """`remotectl-<session> <type> <base64>`: the line ssh matches under HostKeyAlias."""
+    return f"{alias} {keys.bare(host_key)}"
+
+
+def _names_match(field: str, alias: str) -> bool:
+    """Whether the host field of a known_hosts line names `alias` (plain list or `|1|` hashed)."""
+    for name in field.split(","):
+        if name.startswith("|1|"):
+            try:
+                _, _, salt, digest = name.split("|")
+                mac = hmac.new(base64.b64decode(salt), alias.encode(), hashlib.sha1).digest()
+            except (ValueError, TypeError):
+                continue
+            if base64.b64encode(mac).decode() == digest:
+                return True
+        elif name == alias:
+            return True
+    return False
+
+
+def _lines(path: Path) -> List[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def lookup(path: os.PathLike, alias: str) -> List[str]:
+    """The pinned keys (`type base64`) for `alias`, in file order (ssh may have added one)."""
+    found = []
+    for raw in _lines(Path(path)):
+        parts = raw.split()
+        if len(parts) >= 3 and not raw.lstrip().startswith(("#", "@")) and _names_match(parts[0], alias):
+            found.append(f"{parts[1]} {parts[2]}")
+    return found
+
+
+def aliases(path: os.PathLike) -> List[str]:
+    """Every plain alias with a pinned key (for `doctor`: keys left without an entry)."""
+    return [raw.split()[0] for raw in _lines(Path(path)) if raw.strip() and not raw.startswith("#")]
+
+
+def pin(path: os.PathLike, alias: str, host_key: str) -> bool:
+    """Make `host_key` the only key for `alias`; return whether the file changed."""
+    target = Path(path)
+    old = _lines(target)
+    kept = [raw for raw in old if not (raw.split() and _names_match(raw.split()[0], alias))]
+    new = kept + [line_for(alias, host_key)]
+    if new == old:
+        return False
+    atomic_write(target, "".join(f"{raw}\n" for raw in new), mode=0o600)
+    return True
+
+
+def unpin(path: os.PathLike, alias: str) -> bool:
+    """Drop every key for `alias`; delete the file when nothing is left. Return whether it changed."""
+    target = Path(path)
+    old = _lines(target)
+    kept = [raw for raw in old if not (raw.split() and _names_match(raw.split()[0], alias))]
+    if kept == old:
+        return False
+    if any(raw.strip() for raw in kept):
+        atomic_write(target, "".join(f"{raw}\n" for raw in kept), mode=0o600)
+    else:
+        target.unlink()
+    return True

@@ -1,0 +1,58 @@
+"""Where the client's files live: the user's ssh folder and the `remotectl/` folder we own in it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from remote.files import private_dir
+
+
+@dataclass(frozen=True)
+class SshLayout:
+    """Paths derived from one ssh folder (`--ssh-dir`, env REMOTECTL_SSH_DIR, default ~/.ssh)."""
+
+    ssh_dir: Path
+
+    @property
+    def user_config(self) -> Path:
+        """The user's own config: only our marked Include block is ever written into it."""
+        return self.ssh_dir / "config"
+
+    @property
+    def managed_dir(self) -> Path:
+        return self.ssh_dir / "remotectl"
+
+    @property
+    def managed_config(self) -> Path:
+        return self.managed_dir / "config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.managed_dir / "known_hosts"
+
+    @property
+    def registry(self) -> Path:
+        return self.managed_dir / "hosts.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.managed_dir / ".lock"
+
+    @property
+    def default_identity(self) -> Path:
+        return self.ssh_dir / "remotectl_ed25519"
+
+    def ensure_managed_dir(self) -> Path:
+        """Create ~/.ssh (0700 when new) and ~/.ssh/remotectl (always 0700)."""
+        if not self.ssh_dir.exists():
+            private_dir(self.ssh_dir)
+        return private_dir(self.managed_dir)
+
+
+def layout(ssh_dir: Optional[str] = None) -> SshLayout:
+    """The layout for `ssh_dir`, made absolute: ssh expands `~` from passwd, not from $HOME."""
+    folder = Path(os.path.expanduser(ssh_dir or "~/.ssh"))
+    return SshLayout(Path(os.path.abspath(folder)))

@@ -1,0 +1,233 @@
+"""paramiko with the pinned key only: connect, run the probe, open SFTP.
+
+paramiko ignores HostKeyAlias, so the pinned key goes into this client's own host-key
+store under `[host]:port` (plain `host` for port 22) and anything else is refused: no
+system host keys (a stale line for a reused ngrok address would raise), no agent, no
+~/.ssh keys, timeouts everywhere. With no pinned key (a plain address without
+`--host-key`), the first key seen is *recorded*, never silently re-trusted: the caller pins
+it, and from then on a different key is refused exactly like a card's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from remote import keys
+from remote.errors import RemotectlError
+
+# Runs on the remote python. Quick mode reads torch's version and CUDA build from its files
+# (importing torch takes seconds on Colab); deep mode imports it and asks torch.cuda itself.
+PROBE_PY = r"""
+import importlib.util, json, os, re, sys
+r = {"python": sys.version.split()[0]}
+spec = importlib.util.find_spec("torch")
+if spec is not None:
+    if DEEP:
+        try:
+            import torch
+            r.update(torch=torch.__version__, cuda_build=torch.version.cuda,
+                     cuda=bool(torch.cuda.is_available()), cuda_checked=True)
+        except Exception as exc:
+            r["torch_error"] = str(exc)[:200]
+    else:
+        try:
+            text = open(os.path.join(os.path.dirname(spec.origin), "version.py")).read()
+            found = re.search(r"^__version__[^=]*=\s*[\x27\x22]([^\x27\x22]+)", text, re.M)
+            cuda = re.search(r"^cuda[^=]*=\s*[\x27\x22]([^\x27\x22]+)", text, re.M)
+            r.update(torch=found.group(1) if found else "?", cuda_build=cuda.group(1) if cuda else None)
+        except Exception as exc:
+            r["torch_error"] = str(exc)[:200]
+print("@@py " + json.dumps(r))
+"""
+
+
+def probe_command(deep: bool = False) -> str:
+    """One shell line: hostname, `nvidia-smi -L`, then python (base64, so no quoting issues)."""
+    code = base64.b64encode(f"DEEP = {deep}\n{PROBE_PY}".encode()).decode()
+    return ('echo "@@host $(hostname 2>/dev/null || uname -n)"; '
+            "if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null | sed 's/^/@@gpu /'; fi; "
+            "for py in python3 python; do if command -v $py >/dev/null 2>&1; then "
+            f"$py -c 'import base64;exec(base64.b64decode(\"{code}\"))'; break; fi; done")
+
+
+class HostKeyMismatch(RemotectlError):
+    """The server is not the machine whose key we pinned."""
+
+
+class Unreachable(RemotectlError):
+    """No SSH answer at the address (tunnel down, runtime gone, wrong address)."""
+
+
+class AuthFailed(RemotectlError):
+    """The server is right but refuses our key."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Everything needed to open one pinned SSH connection."""
+
+    host: str
+    port: int
+    user: str
+    identity: str
+    host_key: Optional[str]  # "type base64"; None: record the first key seen
+    proxy_command: Optional[str] = None  # argv string with %h/%p, e.g. cloudflared access ssh
+
+    @property
+    def known_name(self) -> str:
+        """The name paramiko looks the key up under."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+@dataclass
+class ProbeReport:
+    hostname: str = ""
+    gpus: List[str] = field(default_factory=list)
+    python: Optional[str] = None
+    torch: Optional[str] = None
+    cuda_build: Optional[str] = None  # torch's CUDA version (None: a CPU build)
+    cuda: Optional[bool] = None  # torch.cuda.is_available(), asked only in deep mode
+    cuda_checked: bool = False
+    torch_error: Optional[str] = None
+    connect_ms: float = 0.0  # TCP + key exchange + login
+    rtt_ms: float = 0.0  # one request/reply on the open connection
+    total_ms: float = 0.0
+    host_key: str = ""  # the key the server presented ("type base64")
+    learned: bool = False  # True when it was recorded now (trust on first use)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        gpu = "; ".join(self.gpus) if self.gpus else "no GPU (nvidia-smi absent or empty)"
+        if self.torch and self.cuda_checked:
+            torch = f"torch {self.torch} (CUDA {'available' if self.cuda else 'NOT available'})"
+        elif self.torch:
+            build = f"CUDA {self.cuda_build} build" if self.cuda_build else "CPU-only build"
+            torch = f"torch {self.torch} ({build}; `remotectl check` asks torch.cuda)"
+        else:
+            torch = "torch not importable" + (f": {self.torch_error}" if self.torch_error else "")
+        py = f"Python {self.python}" if self.python else "no python on PATH"
+        return f"{self.hostname or '?'} | {gpu} | {py} | {torch}"
+
+
+def _pkey(host_key: str):
+    import paramiko
+
+    key_type, blob = keys.bare(host_key).split()
+    return paramiko.PKey.from_type_string(key_type, base64.b64decode(blob))
+
+
+def mismatch_error(endpoint: Endpoint, presented: str) -> HostKeyMismatch:
+    pinned = keys.fingerprint(endpoint.host_key) if endpoint.host_key else "?"
+    return HostKeyMismatch(
+        f"host key mismatch at {endpoint.host}:{endpoint.port}: it presented {keys.fingerprint(presented)}, "
+        f"but {pinned} is pinned; connection refused",
+        "This is not the machine the card named. If the runtime was restarted, it is a new machine:\n"
+        "get its new card and run `remotectl connect <card>` again. If not, someone may be in the\n"
+        "middle of the connection: do not log in.")
+
+
+def open_client(endpoint: Endpoint, timeout: float = 10.0):
+    """A logged-in paramiko SSHClient, or HostKeyMismatch / Unreachable / AuthFailed."""
+    import paramiko
+
+    seen: Dict[str, str] = {}
+
+    class Policy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):  # noqa: ARG002 - paramiko's signature
+            seen["key"] = f"{key.get_name()} {key.get_base64()}"
+            if endpoint.host_key is not None:  # pinned, but the server offered another type
+                raise mismatch_error(endpoint, seen["key"])
+
+    client = paramiko.SSHClient()
+    if endpoint.host_key:
+        key = _pkey(endpoint.host_key)
+        client.get_host_keys().add(endpoint.known_name, key.get_name(), key)
+    client.set_missing_host_key_policy(Policy())
+    sock = None
+    if endpoint.proxy_command:
+        command = endpoint.proxy_command.replace("%h", endpoint.host).replace("%p", str(endpoint.port))
+        sock = paramiko.ProxyCommand(command)
+    where = f"{endpoint.host}:{endpoint.port}"
+    try:
+        client.connect(endpoint.host, endpoint.port, username=endpoint.user,
+                       key_filename=endpoint.identity, allow_agent=False, look_for_keys=False,
+                       timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                       channel_timeout=timeout, sock=sock)
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise mismatch_error(endpoint, f"{exc.key.get_name()} {exc.key.get_base64()}") from None
+    except RemotectlError:
+        client.close()
+        raise
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise AuthFailed(f"{where} refused the key {endpoint.identity}: {exc}",
+                         "Put its public key (.pub) in the Colab secret REMOTECTL_AUTHORIZED_KEY "
+                         "and run the bootstrap cell again.") from None
+    except (OSError, socket.timeout, EOFError, paramiko.SSHException) as exc:
+        client.close()
+        raise Unreachable(f"cannot reach {where}: {exc or type(exc).__name__}",
+                          "Is the remote side still running (`remotectl up` / the bootstrap cell)? "
+                          "A new runtime prints a new card.") from None
+    transport = client.get_transport()
+    presented = transport.get_remote_server_key()
+    client.remotectl_host_key = f"{presented.get_name()} {presented.get_base64()}"
+    client.remotectl_learned = endpoint.host_key is None
+    return client
+
+
+def run(client, command: str, timeout: float = 60.0) -> str:
+    """Run `command`; its stdout (stderr is dropped)."""
+    _, stdout, _ = client.exec_command(command, timeout=timeout)
+    return stdout.read().decode(errors="replace")
+
+
+def parse_probe(output: str) -> ProbeReport:
+    report = ProbeReport()
+    for line in output.splitlines():
+        if line.startswith("@@host "):
+            report.hostname = line[7:].strip()
+        elif line.startswith("@@gpu "):
+            report.gpus.append(line[6:].strip())
+        elif line.startswith("@@py "):
+            try:
+                data = json.loads(line[5:])
+            except ValueError:
+                continue
+            report.python = data.get("python")
+            report.torch = data.get("torch")
+            report.cuda = data.get("cuda")
+            report.cuda_build = data.get("cuda_build")
+            report.cuda_checked = bool(data.get("cuda_checked"))
+            report.torch_error = data.get("torch_error")
+    return report
+
+
+def probe(endpoint: Endpoint, timeout: float = 10.0, deep: bool = False) -> ProbeReport:
+    """Connect with the pin, run the probe, measure. `deep` imports torch remotely (seconds)."""
+    start = time.perf_counter()
+    client = open_client(endpoint, timeout)
+    try:
+        connected = time.perf_counter()
+        transport = client.get_transport()
+        ping = time.perf_counter()
+        transport.global_request("keepalive@openssh.com", wait=True)
+        rtt = time.perf_counter() - ping
+        report = parse_probe(run(client, probe_command(deep), timeout=max(timeout, 120.0)))
+    except (OSError, EOFError) as exc:
+        raise Unreachable(f"the connection to {endpoint.host}:{endpoint.port} broke: {exc}") from None
+    finally:
+        client.close()
+    report.connect_ms = round((connected - start) * 1000, 1)
+    report.rtt_ms = round(rtt * 1000, 1)
+    report.total_ms = round((time.perf_counter() - start) * 1000, 1)
+    report.host_key = client.remotectl_host_key
+    report.learned = client.remotectl_learned
+    return report

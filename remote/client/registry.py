@@ -1,0 +1,124 @@
+"""The hosts remotectl manages: ~/.ssh/remotectl/hosts.json, the source of the managed config.
+
+Format (version 1)::
+
+    {"version": 1,
+     "user_config_created": false,          # we created ~/.ssh/config (delete it when empty)
+     "hosts": {"colab": {"host": "0.tcp.ngrok.io", "port": 12345, "user": "root",
+                         "session": "a1b2c3", "tunnel": "ngrok",
+                         "host_key": "ssh-ed25519 AAAA...",   # null: trust on first use
+                         "identity": "/home/me/.ssh/remotectl_ed25519",
+                         "forwards": ["6006:6006"], "path": "/content",
+                         "strict": "yes", "proxy_command": null,
+                         "created": "2024-...Z", "updated": "2024-...Z",
+                         "last_check": {"at": "...Z", "ok": true, "rtt_ms": 12.5,
+                                        "summary": "...", "error": null}}}}
+
+Unknown keys are kept as they are, so a newer remotectl's fields survive an older one's write.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from remote.client.known_hosts import alias_for
+from remote.client.layout import SshLayout
+from remote.client.sshconfig import HostEntry, parse_forward
+from remote.errors import RemotectlError
+from remote.files import atomic_write
+
+VERSION = 1
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class HostRecord:
+    name: str
+    host: str
+    port: int
+    user: str
+    session: str
+    identity: str
+    tunnel: str = "direct"
+    host_key: Optional[str] = None
+    forwards: List[str] = field(default_factory=list)
+    path: str = "/content"
+    strict: str = "yes"
+    proxy_command: Optional[str] = None
+    created: str = field(default_factory=now)
+    updated: str = field(default_factory=now)
+    last_check: Optional[Dict[str, Any]] = None
+    other: Dict[str, Any] = field(default_factory=dict)  # fields this version does not know
+
+    @property
+    def alias(self) -> str:
+        return alias_for(self.session)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def entry(self, layout: SshLayout) -> HostEntry:
+        """The ssh_config block this record becomes."""
+        return HostEntry(name=self.name, hostname=self.host, port=self.port, user=self.user,
+                         identity_file=self.identity, host_key_alias=self.alias,
+                         known_hosts_file=str(layout.known_hosts),
+                         strict_host_key_checking=self.strict,
+                         forwards=tuple(parse_forward(f) for f in self.forwards),
+                         proxy_command=self.proxy_command)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data.pop("name")
+        other = data.pop("other")
+        return {**other, **data}
+
+    @classmethod
+    def from_dict(cls, name: str, data: Dict[str, Any]) -> HostRecord:
+        known = {f.name for f in fields(cls)} - {"name", "other"}
+        return cls(name=name, **{k: v for k, v in data.items() if k in known},
+                   other={k: v for k, v in data.items() if k not in known})
+
+
+@dataclass
+class Registry:
+    hosts: Dict[str, HostRecord] = field(default_factory=dict)
+    user_config_created: bool = False
+
+    def to_json(self) -> str:
+        data = {"version": VERSION, "user_config_created": self.user_config_created,
+                "hosts": {n: r.to_dict() for n, r in sorted(self.hosts.items())}}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def load(layout: SshLayout) -> Registry:
+    try:
+        data = json.loads(layout.registry.read_text())
+    except FileNotFoundError:
+        return Registry()
+    except (OSError, ValueError) as exc:
+        raise RemotectlError(f"cannot read {layout.registry}: {exc}",
+                             "Move it aside and run `remotectl connect` again.") from None
+    if not isinstance(data, dict) or data.get("version", 0) > VERSION:
+        raise RemotectlError(f"{layout.registry} was written by a newer remotectl",
+                             "Upgrade: pip install -U remotectl")
+    hosts = {n: HostRecord.from_dict(n, d) for n, d in data.get("hosts", {}).items()}
+    return Registry(hosts, bool(data.get("user_config_created", False)))
+
+
+def save(layout: SshLayout, registry: Registry) -> bool:
+    """Write the registry if it changed; return whether it did."""
+    text = registry.to_json()
+    try:
+        if layout.registry.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write(layout.registry, text, mode=0o600)
+    return True
