@@ -7,7 +7,7 @@ Client:  find_cloudflared([default_install_dir()]); proxy_command(path) for the 
 
 from __future__ import annotations
 
-from remote.cloudflared.proxy import proxy_command
+from remote.cloudflared.proxy import argv_from_proxy_command, proxy_argv, proxy_command
 from remote.cloudflared.quicktunnel import (
     QuickTunnel,
     start_quick_tunnel,
@@ -30,6 +30,6 @@ from remote.cloudflared.release import (
 
 __all__ = [
     "BASE_URL_ENV", "RELEASE", "VERSION", "Asset", "QuickTunnel", "asset_for", "binary_name",
-    "default_install_dir", "find_cloudflared", "install", "install_hint", "proxy_command",
+    "default_install_dir", "find_cloudflared", "install", "install_hint", "proxy_command", "proxy_argv", "argv_from_proxy_command",
     "start_quick_tunnel", "stop", "tunnel_argv", "wait_hostname",
 ]

@@ -12,7 +12,9 @@ import ntpath
 import os
 import platform
 import posixpath
-from typing import Optional, Union
+import re
+import shlex
+from typing import List, Optional, Union
 
 from remote.errors import BadInput
 
@@ -25,10 +27,14 @@ def _posix_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+def _is_windows(system: Optional[str]) -> bool:
+    return (system or platform.system()).strip().lower() == "windows"
+
+
 def proxy_command(path: PathLike, system: Optional[str] = None) -> str:
     """`"<abs path>" access ssh --hostname %h`, quoted for ssh on `system` (default: this OS)."""
     text = os.fspath(path)
-    windows = (system or platform.system()).strip().lower() == "windows"
+    windows = _is_windows(system)
     if any(ch in text for ch in "\r\n\0"):
         raise BadInput(f"cannot use a cloudflared path with a line break in a ProxyCommand: {text!r}")
     if windows:
@@ -42,3 +48,25 @@ def proxy_command(path: PathLike, system: Optional[str] = None) -> str:
             text = os.path.abspath(text)
         quoted = _posix_quote(posixpath.normpath(text))
     return f"{quoted.replace('%', '%%')} {ACCESS_ARGS}"
+
+
+def proxy_argv(path: PathLike, hostname: str) -> List[str]:
+    """The argv ssh ends up running for `hostname` (what paramiko needs: no shell, no tokens)."""
+    return [os.fspath(path), "access", "ssh", "--hostname", hostname]
+
+
+def argv_from_proxy_command(value: str, hostname: str, port: int = 22,
+                            system: Optional[str] = None) -> List[str]:
+    """Read a ProxyCommand written by proxy_command() back into argv, as ssh would run it.
+
+    paramiko.ProxyCommand shlex-splits its string, which mangles Windows paths and knows
+    no `%` tokens; pass it `shlex.join(argv_from_proxy_command(...))` instead.
+    """
+    tokens = {"%": "%", "h": hostname, "p": str(port)}
+    expanded = re.sub(r"%(.)", lambda m: tokens.get(m.group(1), m.group(0)), value)
+    if not _is_windows(system):
+        return shlex.split(expanded)
+    match = re.match(r'^\s*"([^"]*)"\s*(.*)$', expanded)
+    if match:
+        return [match.group(1), *match.group(2).split()]
+    return expanded.split()

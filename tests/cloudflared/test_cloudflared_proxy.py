@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from remote.cloudflared import proxy_command
+from remote.cloudflared import argv_from_proxy_command, proxy_argv, proxy_command
 from remote.errors import BadInput
 
 
@@ -55,3 +55,17 @@ def test_windows_path_is_double_quoted_with_backslashes_kept():
 def test_unusable_paths_are_bad_input(path, system):
     with pytest.raises(BadInput):
         proxy_command(path, system=system)
+
+
+@pytest.mark.parametrize("path, system", [
+    (r"C:\Program Files (x86)\cloudflared\cloudflared.exe", "Windows"),
+    (r"\\fileserver\tools\100%\cloudflared.exe", "Windows"),
+    ("/home/o'brien/100% $HOME/cloudflared", "Linux"),
+])
+def test_written_proxy_command_reads_back_as_the_argv_ssh_runs(path, system):
+    written = proxy_command(path, system=system)
+    assert argv_from_proxy_command(written, "x-y.trycloudflare.com", system=system) == [
+        path, "access", "ssh", "--hostname", "x-y.trycloudflare.com"]
+    # what paramiko.ProxyCommand is given: shlex.join, which it splits back losslessly
+    assert shlex.split(shlex.join(proxy_argv(path, "x-y.trycloudflare.com"))) == \
+        argv_from_proxy_command(written, "x-y.trycloudflare.com", system=system)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import shlex
 import subprocess
 
 import pytest
+from helpers.cloudflared_standin import REGISTRY_ENV
 
 from remote import keys
 from remote.cloudflared import (
     QuickTunnel,
+    argv_from_proxy_command,
     proxy_command,
     start_quick_tunnel,
     tunnel_argv,
@@ -71,6 +75,29 @@ def test_openssh_logs_in_through_the_quick_tunnel_with_the_host_key_pinned(tmp_p
         stop(proc)
     assert proc.poll() is not None
     assert standin.entries() == []
+
+
+@pytest.mark.timeout(120)
+def test_paramiko_logs_in_through_the_same_proxy_command(tmp_path, standin, sshd, login, monkeypatch):
+    import paramiko
+
+    monkeypatch.setenv(REGISTRY_ENV, str(standin.registry))  # paramiko's proxy inherits os.environ
+    tunnel = QuickTunnel.open(standin.path, sshd.port, tmp_path / "cf.log", deadline_s=60, env=standin.env)
+    client = paramiko.SSHClient()
+    try:
+        host_key = paramiko.PKey.from_type_string(*sshd.host_public_key.split()[:1],
+                                                  base64.b64decode(sshd.host_public_key.split()[1]))
+        client.get_host_keys().add(tunnel.hostname, host_key.get_name(), host_key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        argv = argv_from_proxy_command(proxy_command(standin.path), tunnel.hostname)
+        client.connect(tunnel.hostname, 22, username="root", key_filename=str(login.identity),
+                       allow_agent=False, look_for_keys=False, timeout=30,
+                       sock=paramiko.ProxyCommand(shlex.join(argv)))
+        _, out, _ = client.exec_command("echo paramiko-through-tunnel")
+        assert out.read() == b"paramiko-through-tunnel\n"
+    finally:
+        client.close()
+        tunnel.close()
 
 
 @pytest.mark.timeout(120)

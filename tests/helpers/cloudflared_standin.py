@@ -127,11 +127,11 @@ def tunnel(argv: List[str]) -> int:
     origin = (origin_host or "localhost", int(origin_port))
     registry = _registry()
     hostname = "-".join(random.sample(WORDS, 4)) + ".trycloudflare.com"
-    started = time.monotonic()
     connector = str(uuid.uuid4())
+    created = threading.Event()  # set once the banner is logged, as the real one does
 
     def ready() -> bool:
-        return mode != "no-hostname" and time.monotonic() - started >= READY_AFTER_S
+        return created.is_set()
 
     class Metrics(BaseHTTPRequestHandler):
         def _json(self, status: int, body: dict) -> None:
@@ -196,6 +196,7 @@ def tunnel(argv: List[str]) -> int:
         log("INF", "Your quick Tunnel has been created! Visit it at (it may take some time to be "
                    f"reachable): https://{hostname}")
         log("INF", f"Registered tunnel connection connIndex=0 connection={connector} location=test")
+        created.set()
     try:
         while not stopping.wait(0.5):
             pass
