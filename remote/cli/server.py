@@ -1,3 +1,126 @@
-"""Server-side commands (`up`, `down`, `status`): they run on the remote machine."""
+"""Server-side commands (`up`, `down`, `status`): they run on the remote machine.
 
-COMMANDS: list = []
+Parsing and printing only; the steps live in remote/server/. Secrets are never
+flags: they come from the environment or Colab's Secrets panel.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import click
+
+from remote.cli.common import emit_json, info, json_option, state_dir_option
+from remote.errors import RemotectlError
+from remote.server.tunnels import PROVIDERS
+
+
+@click.command()
+@click.option("--tunnel", type=click.Choice(sorted(PROVIDERS)), default="ngrok", show_default=True,
+              help="ngrok: a public TCP address (needs NGROK_AUTHTOKEN); direct: this machine's own address.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="sshd's local port; 0 picks a free one.")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Address sshd listens on (with --tunnel direct, the address in the card).")
+@click.option("--authorized-key", "authorized_keys", multiple=True, metavar="KEY",
+              help="A public key line or .pub file allowed to log in (repeatable) "
+                   "[default: $REMOTECTL_AUTHORIZED_KEY or the Colab secret].")
+@click.option("--region", default=None, help="ngrok region (optional; ngrok picks the nearest).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds to wait for sshd and the tunnel.")
+@click.option("--detach", is_flag=True,
+              help="Leave a supervisor running in the background and return once ready.")
+@state_dir_option
+@json_option
+def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], region: Optional[str],
+       timeout: float, detach: bool, state_dir: Optional[str], as_json: bool) -> None:
+    """Start a private sshd behind a tunnel; print the line to paste on your computer.
+
+    \b
+    Secrets (never flags): NGROK_AUTHTOKEN, REMOTECTL_AUTHORIZED_KEY, REMOTECTL_PASSWORD
+    from the environment or Colab's Secrets panel. Key login only unless a password is set.
+    \b
+    Examples:
+      remotectl up                                   # ngrok, stays until Ctrl-C
+      remotectl up --detach                          # returns; `remotectl down` stops it
+      remotectl up --tunnel direct --bind 0.0.0.0 --port 2222
+    """
+    from remote.server import session
+    from remote.server.credentials import gather
+
+    def echo(line: str) -> None:
+        click.echo(line, err=True)
+
+    creds = gather(authorized_keys=authorized_keys)
+    options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
+                                state_dir=state_dir, timeout=timeout)
+    if detach:
+        from remote.server.supervisor import detach as start_detached
+
+        result = start_detached(options, creds, echo)
+        _print_up(result, as_json, detached=True)
+        return
+    server = session.Server(options, creds, mode="foreground", echo=echo)
+    session.install_stop_signals()
+    try:
+        server.preflight()
+        result = server.start()
+    except (KeyboardInterrupt, session.StopRequested):
+        server.stop()
+        raise RemotectlError("interrupted during start-up; nothing is left running") from None
+    _print_up(result, as_json, detached=False)
+    echo("remotectl: serving; Ctrl-C (or `remotectl down`) stops sshd and the tunnel")
+    why = session.serve_until_stopped(server, echo)
+    if why.endswith("exited"):
+        raise RemotectlError(f"{why}, so the server stopped",
+                             f"See the logs in {result['state_dir']} and run up again.")
+
+
+def _print_up(result: dict, as_json: bool, detached: bool) -> None:
+    from remote.server import report
+
+    if as_json:
+        emit_json(dict(result, detached=detached))
+    else:
+        for line in report.up_report(result, detached=detached):
+            click.echo(line)
+
+
+@click.command()
+@state_dir_option
+@json_option
+def down(state_dir: Optional[str], as_json: bool) -> None:
+    """Stop the server started by `up` from this state dir (by pid, never by name)."""
+    from remote.server import session, state
+
+    folder = state.resolve(state_dir)
+    result = session.stop_recorded(folder)
+    if as_json:
+        emit_json(result)
+        return
+    if not result["was_running"]:
+        info(f"nothing runs from {folder}")
+        return
+    stopped = session.describe_stopped(result["stopped"]) or "nothing (it had already stopped)"
+    line = f"stopped {stopped}"
+    if result.get("port"):
+        line += f"; port {result['port']} is {'free' if result['port_free'] else 'STILL IN USE'}"
+    info(line)
+
+
+@click.command()
+@state_dir_option
+@json_option
+def status(state_dir: Optional[str], as_json: bool) -> None:
+    """Is sshd up, is the tunnel up; the endpoint, host key fingerprint and GPU."""
+    from remote.server import report, session, state
+
+    result = session.status(state.resolve(state_dir))
+    if as_json:
+        emit_json(result)
+        return
+    for line in report.status_report(result):
+        info(line)
+
+
+COMMANDS = [up, down, status]

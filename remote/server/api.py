@@ -1,0 +1,104 @@
+"""The notebook API behind `remote.up` and `remote.launch_ssh`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Union
+
+from remote import card as cards
+from remote.server import report, session
+from remote.server.credentials import gather
+
+
+def _echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class Session:
+    """A running server, as the notebook sees it: the card's fields and `down()`.
+
+    Attributes: card (the token), connect_line, host, port, user, host_key,
+    fingerprint, session (id), tunnel, public_url, state_dir, local_host,
+    local_port, pids, detached, info (everything, as state.json holds it).
+    """
+
+    def __init__(self, info: Dict[str, Any], detached: bool) -> None:
+        self.info = dict(info)
+        self.detached = detached
+        self.card: str = info["card"]
+        self.connect_line: str = info["connect_line"]
+        self.host: str = info["host"]
+        self.port: int = info["port"]
+        self.user: str = info["user"]
+        self.host_key: str = info["host_key"]
+        self.fingerprint: str = info["fingerprint"]
+        self.session: str = info["session"]
+        self.tunnel: str = info["tunnel"]
+        self.public_url: str = info["public_url"]
+        self.state_dir: str = info["state_dir"]
+        self.local_host: str = info["local_host"]
+        self.local_port: int = info["local_port"]
+        self.pids: Dict[str, int] = dict(info.get("pids") or {})
+
+    def as_card(self) -> cards.Card:
+        return cards.decode(self.card)
+
+    def down(self) -> Dict[str, int]:
+        """Stop sshd and the tunnel (and the supervisor when detached); returns what was stopped."""
+        server = session.kernel_server(self.state_dir)
+        if server is not None and not self.detached:
+            session.forget_kernel_server(self.state_dir)
+            return server.stop()
+        return session.stop_recorded(Path(self.state_dir))["stopped"]
+
+    def __repr__(self) -> str:
+        return f"<remotectl Session {self.session} {self.user}@{self.host}:{self.port}>\n{self.connect_line}"
+
+
+def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
+       authorized_keys: Union[str, Iterable[str], None] = None, password: Optional[str] = None,
+       ngrok_token: Optional[str] = None, region: Optional[str] = None,
+       state_dir: Optional[Union[str, os.PathLike]] = None, detach: bool = False,
+       timeout: float = session.DEFAULT_TIMEOUT, quiet: bool = False) -> Session:
+    """Start a private sshd behind a tunnel and print the line to paste on your computer.
+
+    Secrets come from these arguments, then the environment (NGROK_AUTHTOKEN,
+    REMOTECTL_AUTHORIZED_KEY, REMOTECTL_PASSWORD), then Colab's Secrets panel. By
+    default the server lives in this Python process (the notebook kernel); with
+    `detach=True` a supervisor process owns it and outlives this one.
+    """
+    if isinstance(authorized_keys, str):
+        authorized_keys = [authorized_keys]
+    creds = gather(ngrok_token=ngrok_token, password=password, authorized_keys=authorized_keys or ())
+    options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
+                                state_dir=str(state_dir) if state_dir else None, timeout=timeout)
+    echo = (lambda _line: None) if quiet else _echo
+    if detach:
+        from remote.server.supervisor import detach as start_detached
+
+        info = start_detached(options, creds, echo)
+    else:
+        info = session.start_in_kernel(options, creds, echo).info
+    result = Session(info, detached=detach)
+    if not quiet:
+        for line in report.up_report(info, detached=detach):
+            print(line, flush=True)
+    return result
+
+
+def launch_ssh(ngrok_token: str, password: str = "", region: str = "us", **kwargs: Any) -> Session:
+    """Drop-in for colab-ssh's `launch_ssh(token, password)`: ngrok, password login if given.
+
+    Unlike colab-ssh it also accepts keys (REMOTECTL_AUTHORIZED_KEY), never puts the
+    token or password on a command line, and prints the host key's card.
+    """
+    result = up("ngrok", ngrok_token=ngrok_token, password=password or None, region=region,
+                quiet=True, **kwargs)
+    print(f"Host: {result.host}", flush=True)
+    print(f"Port: {result.port}", flush=True)
+    print(f"User: {result.user}", flush=True)
+    print(f"Host key: {result.fingerprint}", flush=True)
+    print(result.connect_line, flush=True)
+    return result

@@ -1,0 +1,91 @@
+"""Processes we started, named by pid *and* start time, so a recycled pid is never signalled.
+
+`down` stops what `up` wrote into state.json and nothing else: never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from typing import Optional
+
+
+def start_time(pid: int) -> Optional[int]:
+    """The kernel's start time of `pid` (clock ticks since boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    # Field 2 (comm) may hold spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(")") + 2:].split()
+    if fields and fields[0] == "Z":
+        return None  # a zombie has already exited
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_alive(pid: Optional[int], started: Optional[int]) -> bool:
+    """True if `pid` still runs and is the very process recorded (same start time)."""
+    if not pid:
+        return False
+    now = start_time(pid)
+    return now is not None and (started is None or now == started)
+
+
+def stop(pid: Optional[int], started: Optional[int], grace: float = 5.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds; True if we stopped something."""
+    if not is_alive(pid, started):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not is_alive(pid, started):
+            return True
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and is_alive(pid, started):
+        _reap(pid)
+        time.sleep(0.05)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    except OSError:
+        pass
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a listener could bind host:port now (with SO_REUSEADDR, as sshd binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free right now (bind to 0, read it, close)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

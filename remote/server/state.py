@@ -1,0 +1,112 @@
+"""The state directory: one running server's files, and state.json describing it.
+
+Layout (folder 0700; files 0600 unless said):
+
+    sshd_config                  our sshd's private config
+    ssh_host_ed25519_key(.pub)   host key, generated once per state dir (.pub 0644)
+    authorized_keys              the public keys allowed to log in
+    sshd.pid  sshd.log           written by sshd (-e: its log goes to sshd.log)
+    ngrok.yml                    the ngrok agent's config, holding the authtoken (ngrok only)
+    ngrok.log                    the agent's log lines, authtoken redacted
+    supervisor.log               the detached supervisor's own log (--detach)
+    password.restore             the served user's previous password hash (password mode, root)
+    lock                         flock held by the process that owns the running server
+    state.json                   what runs now: see `write_state`
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from remote.errors import RemotectlError
+from remote.files import atomic_write, private_dir
+
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "remotectl"
+
+
+def resolve(state_dir: Optional[os.PathLike]) -> Path:
+    """The state dir as an absolute path (not created)."""
+    return Path(os.path.abspath(os.path.expanduser(str(state_dir)))) if state_dir else default_state_dir()
+
+
+def prepare(state_dir: Path) -> Path:
+    return private_dir(state_dir)
+
+
+def read_state(state_dir: Path) -> Optional[Dict[str, Any]]:
+    """state.json as a dict, or None if no server was recorded here."""
+    path = state_dir / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RemotectlError(f"cannot read {path}: {exc}",
+                             "Remove that file if no server runs from this state dir.") from None
+    return data if isinstance(data, dict) else None
+
+
+def write_state(state_dir: Path, data: Dict[str, Any]) -> None:
+    data = dict(data, version=STATE_VERSION)
+    atomic_write(state_dir / STATE_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+
+def clear_state(state_dir: Path) -> None:
+    try:
+        (state_dir / STATE_FILE).unlink()
+    except FileNotFoundError:
+        pass
+
+
+class StateLock:
+    """An exclusive flock on `<state>/lock`: one server per state dir, released when its owner dies."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether some other process owns a server here now."""
+        if self._fd is not None:
+            return False
+        if not self.acquire():
+            return True
+        self.release()
+        return False
+
+
+def tail(path: Path, lines: int = 12) -> str:
+    """The last lines of a log, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])

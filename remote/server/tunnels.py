@@ -1,0 +1,344 @@
+"""Tunnel providers: turn our sshd's local address into a public endpoint for the card.
+
+Each provider is one class with the same small interface (`prepare`, `open`,
+`close`, `alive`, `pids`, `describe`) registered in PROVIDERS under the card's
+tunnel kind; adding a provider (cloudflared) touches this file and the card's kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from remote.errors import BadInput, RemotectlError
+from remote.files import atomic_write
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the client connects: the card's host and port."""
+
+    host: str
+    port: int
+    url: str
+
+
+@dataclass
+class TunnelRequest:
+    state_dir: Path
+    ngrok_token: Optional[str] = None
+    region: Optional[str] = None
+    bind: str = "127.0.0.1"
+    session: str = "remotectl"
+
+
+class Tunnel:
+    """The provider interface."""
+
+    kind = "?"
+
+    def __init__(self, request: TunnelRequest) -> None:
+        self.request = request
+
+    def prepare(self, echo: Echo) -> None:
+        """Checks and downloads, done where the user sees progress (before any detaching)."""
+
+    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
+        raise NotImplementedError
+
+    def close(self) -> Dict[str, int]:
+        """Stop whatever `open` started; returns {what: pid} of what was stopped."""
+        return {}
+
+    def alive(self) -> bool:
+        return True
+
+    def pids(self) -> Dict[str, int]:
+        return {}
+
+    def describe(self) -> Dict[str, object]:
+        """Extra fields for state.json (e.g. the agent's API address)."""
+        return {}
+
+
+class DirectTunnel(Tunnel):
+    """No tunnel: the sshd's own address (a machine reachable on a LAN, and tests)."""
+
+    kind = "direct"
+
+    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
+        host = self.request.bind
+        if host in ("0.0.0.0", "::", ""):
+            host = _primary_address()
+        return Endpoint(host=host, port=local_port, url=f"tcp://{host}:{local_port}")
+
+
+def _primary_address() -> str:
+    """This machine's outward address (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))
+            return sock.getsockname()[0]
+    except OSError:
+        return socket.gethostname()
+
+
+NGROK_CONFIG = "ngrok.yml"
+NGROK_LOG = "ngrok.log"
+AGENT_VAR = "PYNGROK_NGROK_PATH"
+_ERR_CODE = re.compile(r"ERR_NGROK_(\d+)")
+
+
+class NgrokTunnel(Tunnel):
+    """ngrok's v3 agent driven by pyngrok, with the authtoken in a 0600 config file.
+
+    The token never reaches argv: pyngrok puts `PyngrokConfig.auth_token` (which it
+    also fills from NGROK_AUTHTOKEN) on the agent's command line, and its
+    `set_auth_token` runs `ngrok config add-authtoken TOKEN`, so we write the agent's
+    config file ourselves, in the same v3 format that command writes, and clear
+    `auth_token`. Each state dir gets its own config, never ~/.config/ngrok.
+    """
+
+    kind = "ngrok"
+
+    def __init__(self, request: TunnelRequest) -> None:
+        super().__init__(request)
+        if not request.ngrok_token:
+            raise BadInput(
+                "the ngrok tunnel needs an authtoken, and none was found",
+                "Copy yours from https://dashboard.ngrok.com/get-started/your-authtoken into Colab's "
+                "Secrets panel (name NGROK_AUTHTOKEN) or the environment variable NGROK_AUTHTOKEN. "
+                "Without ngrok, --tunnel direct serves a machine you can reach directly.")
+        self.config_path = request.state_dir / NGROK_CONFIG
+        self.log_path = request.state_dir / NGROK_LOG
+        self.agent_path: Optional[str] = None
+        self._config = None
+        self._public_url: Optional[str] = None
+        self._api_url: Optional[str] = None
+        self._log_lock = threading.Lock()
+        self._watchdog_fired = False
+
+    # -- preparation -------------------------------------------------------------------------
+    def prepare(self, echo: Echo) -> None:
+        self.agent_path = self._agent(echo)
+        self._check_version()
+
+    def _agent(self, echo: Echo) -> str:
+        named = os.environ.get(AGENT_VAR)
+        if named:
+            if not (os.path.isfile(named) and os.access(named, os.X_OK)):
+                raise RemotectlError(f"{AGENT_VAR} names {named}, which is not an executable file",
+                                     f"Point {AGENT_VAR} at the ngrok v3 agent, or unset it to let "
+                                     "remotectl download it.")
+            return named  # nothing is ever downloaded when the user named an agent
+        from pyngrok import conf, installer
+
+        path = conf.DEFAULT_NGROK_PATH
+        if not os.path.exists(path):
+            echo(f"Downloading the ngrok agent (v3) to {path} ...")
+            installer._print_progress_enabled = False
+            try:
+                installer.install_ngrok(path, ngrok_version="3")
+            except Exception as exc:
+                raise RemotectlError(f"could not download the ngrok agent: {exc}",
+                                     f"Install it yourself and set {AGENT_VAR} to its path.") from None
+        return path
+
+    def _check_version(self) -> None:
+        assert self.agent_path
+        try:
+            out = subprocess.run([self.agent_path, "--version"], capture_output=True, text=True,
+                                 timeout=20, env=_agent_env()).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RemotectlError(f"cannot run the ngrok agent {self.agent_path}: {exc}") from None
+        match = re.search(r"version (\d+)\.", out)
+        if not match or match.group(1) != "3":
+            raise RemotectlError(
+                f"{self.agent_path} is not ngrok's v3 agent (it says {out.strip()[:60]!r})",
+                "ngrok no longer accepts v2 agents (the one colab-ssh downloads). Remove it, or "
+                f"point {AGENT_VAR} at a v3 agent.")
+
+    # -- running -----------------------------------------------------------------------------
+    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
+        from pyngrok import conf, ngrok, process
+        from pyngrok.exception import PyngrokError, PyngrokNgrokError, PyngrokNgrokHTTPError
+
+        if self.agent_path is None:
+            self.prepare(lambda _line: None)
+        assert self.agent_path is not None
+        _quiet_pyngrok()
+        write_agent_config(self.config_path, self.request.ngrok_token or "")
+        config = conf.PyngrokConfig(
+            ngrok_path=self.agent_path, config_path=str(self.config_path),
+            region=self.request.region or None, monitor_thread=True,
+            log_event_callback=self._record, startup_timeout=max(1, int(timeout)))
+        config.auth_token = None  # filled from NGROK_AUTHTOKEN: it would land on argv
+        config.api_key = None
+        self._config = config
+        # pyngrok checks its start-up timeout only between the agent's lines: a silent agent
+        # would block it forever, so a watchdog ends such an agent at our deadline.
+        watchdog = threading.Timer(timeout, self._kill_agent)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            tunnel = ngrok.connect(proto="tcp", name=f"remotectl-{self.request.session}",
+                                   upstream={"url": f"{local_host}:{local_port}"},
+                                   pyngrok_config=config)
+        except PyngrokNgrokHTTPError as exc:
+            self.close()
+            raise explain_ngrok(exc.body or str(exc), self._secret(), started=True) from None
+        except PyngrokNgrokError as exc:
+            timed_out = self._watchdog_fired
+            self.close()
+            text = exc.ngrok_error or ""
+            if not text:
+                text = "\n".join(getattr(log, "line", "") for log in exc.ngrok_logs[-8:])
+            raise explain_ngrok(text, self._secret(), started=False,
+                                timed_out=timed_out and not _ERR_CODE.search(text),
+                                timeout=timeout) from None
+        except PyngrokError as exc:
+            self.close()
+            raise RemotectlError("the ngrok agent failed: " + _redact(str(exc), self._secret())) from None
+        finally:
+            watchdog.cancel()
+        running = process._current_processes.get(self.agent_path)
+        self._api_url = running.api_url if running else None
+        self._public_url = tunnel.public_url or ""
+        match = re.match(r"^tcp://([^:/]+):(\d+)$", self._public_url)
+        if not match:
+            self.close()
+            raise RemotectlError(f"ngrok reported an unexpected address {self._public_url!r}")
+        return Endpoint(host=match.group(1), port=int(match.group(2)), url=self._public_url)
+
+    def _secret(self) -> str:
+        return self.request.ngrok_token or ""
+
+    def _record(self, log) -> None:
+        """pyngrok's log callback: the agent's lines go to ngrok.log with the token removed."""
+        line = _redact(getattr(log, "line", ""), self._secret())
+        with self._log_lock:
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+
+    def _running(self):
+        from pyngrok import process
+
+        return process._current_processes.get(self.agent_path) if self.agent_path else None
+
+    def _kill_agent(self) -> None:
+        self._watchdog_fired = True
+        running = self._running()
+        if running is not None and running.proc.poll() is None:
+            running.proc.kill()
+
+    def alive(self) -> bool:
+        running = self._running()
+        return running is not None and running.proc.poll() is None
+
+    def pids(self) -> Dict[str, int]:
+        running = self._running()
+        return {"agent": running.proc.pid} if running is not None else {}
+
+    def describe(self) -> Dict[str, object]:
+        return {"api_url": self._api_url, "public_url": self._public_url,
+                "agent_path": self.agent_path, "config": str(self.config_path)}
+
+    def close(self) -> Dict[str, int]:
+        from pyngrok import ngrok
+
+        stopped: Dict[str, int] = {}
+        running = self._running()
+        if running is not None:
+            proc = running.proc
+            if proc.poll() is None:
+                stopped["ngrok agent"] = proc.pid
+                proc.terminate()
+                try:
+                    proc.wait(3)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            running.stop_monitor_thread()
+        if self._config is not None:
+            ngrok.kill(self._config)  # forgets the process in pyngrok's registry
+        return stopped
+
+
+def write_agent_config(path: Path, token: str) -> None:
+    """The agent's config (ngrok's v3 format, as `ngrok config add-authtoken` writes it), 0600."""
+    import yaml
+
+    text = yaml.safe_dump({"version": "3", "agent": {"authtoken": token}}, default_flow_style=False)
+    atomic_write(path, text, mode=0o600)
+
+
+def _agent_env() -> Dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("NGROK_AUTHTOKEN", "REMOTECTL_PASSWORD")}
+
+
+def _quiet_pyngrok() -> None:
+    """pyngrok logs every agent line; the agent's auth errors quote the token. Keep them home."""
+    logger = logging.getLogger("pyngrok")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+CARD_REQUIRED_HINT = (
+    "Since June 2024 ngrok asks free accounts to add a payment card (it is not charged) before "
+    "they may open TCP endpoints, which SSH needs. Add one at "
+    "https://dashboard.ngrok.com/settings#id-verification and run up again, or use a tunnel that "
+    "needs no card: --tunnel direct on a machine you can reach.")
+BAD_TOKEN_HINT = (
+    "NGROK_AUTHTOKEN must be the authtoken shown at "
+    "https://dashboard.ngrok.com/get-started/your-authtoken (not an API key, not a tunnel URL). "
+    "Copy it again into Colab's Secrets panel (name NGROK_AUTHTOKEN) or the environment, then run up again.")
+
+
+def explain_ngrok(text: str, secret: str, started: bool, timed_out: bool = False,
+                  timeout: float = 0) -> RemotectlError:
+    """One short paragraph for each way the agent says no; never quotes the token."""
+    code_match = _ERR_CODE.search(text or "")
+    code = code_match.group(0) if code_match else None
+    if code == "ERR_NGROK_8013":
+        return RemotectlError("ngrok refused the TCP tunnel: this account has no card on file "
+                              "(ERR_NGROK_8013)", CARD_REQUIRED_HINT)
+    if code in ("ERR_NGROK_105", "ERR_NGROK_107") or "authentication failed" in (text or ""):
+        return RemotectlError(f"ngrok rejected the authtoken ({code or 'authentication failed'})",
+                              BAD_TOKEN_HINT)
+    if timed_out:
+        return RemotectlError(f"the ngrok agent did not report ready within {timeout:.0f} s",
+                              "Check the machine's network, or run up again with a larger --timeout.")
+    detail = _redact((text or "").replace("\\r", "").replace("\\n", " ").strip(), secret)
+    first = detail.splitlines()[0][:200] if detail else "no reason given"
+    what = "ngrok refused the tunnel" if started else "the ngrok agent stopped during start-up"
+    hint = f"See https://ngrok.com/docs/errors/{code.lower().replace('_', '-')}/" if code else \
+        "Its log is in ngrok.log in the state dir."
+    return RemotectlError(f"{what}: {first}", hint)
+
+
+PROVIDERS = {"direct": DirectTunnel, "ngrok": NgrokTunnel}
+
+
+def make_tunnel(kind: str, request: TunnelRequest) -> Tunnel:
+    try:
+        provider = PROVIDERS[kind]
+    except KeyError:
+        raise BadInput(f"unknown tunnel {kind!r} (available: {', '.join(sorted(PROVIDERS))})") from None
+    return provider(request)
