@@ -29,7 +29,7 @@ from remote.files import atomic_write
 BEGIN = "# >>> remotectl >>> (managed block: `remotectl disconnect` removes it)"
 END = "# <<< remotectl <<<"
 BOM = b"\xef\xbb\xbf"
-_BEGIN_RE = re.compile(rb"^[ \t]*# >>> remotectl >>>[^\n]*\n?", re.M)
+_BEGIN_RE = re.compile(rb"(?:^|(?<=\A\xef\xbb\xbf))[ \t]*# >>> remotectl >>>[^\n]*\n?", re.M)
 _END_RE = re.compile(rb"^[ \t]*# <<< remotectl <<<[^\n]*(\n|$)", re.M)
 _SECTION_RE = re.compile(rb"^[ \t]*(host|match)([ \t]*=[ \t]*|[ \t]+)", re.I | re.M)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
