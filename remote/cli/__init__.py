@@ -37,9 +37,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from remote.cli import client, server
+    from remote.cli import client, cloudflared, server
 
-    for module in (server, client):
+    for module in (server, client, cloudflared):
         for command in getattr(module, "COMMANDS", ()):
             cli.add_command(command)
 

@@ -160,6 +160,7 @@ class _Progress:
         self.label, self.total = label, total
         self.tty = sys.stderr.isatty()
         self.shown_step = -1
+        self.shown_text = ""
         self.last = 0.0
 
     def update(self, done: int, final: bool = False) -> None:
@@ -174,8 +175,8 @@ class _Progress:
                 sys.stderr.flush()
             return
         step = (pct // 25) if pct is not None else 0
-        if final or step > self.shown_step:
-            self.shown_step = step
+        if (final or step > self.shown_step) and text != self.shown_text:
+            self.shown_step, self.shown_text = step, text
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
 
