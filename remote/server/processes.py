@@ -73,14 +73,19 @@ def _reap(pid: int) -> None:
 
 def port_is_free(host: str, port: int) -> bool:
     """Whether a listener could bind host:port now (with SO_REUSEADDR, as sshd binds)."""
+    return bind_error(host, port) is None
+
+
+def bind_error(host: str, port: int) -> Optional[OSError]:
+    """Why host:port cannot be bound now (errno EADDRINUSE: taken), or None if it can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

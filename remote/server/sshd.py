@@ -9,6 +9,7 @@ banner, polled against a deadline: never a fixed sleep.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import shutil
@@ -23,7 +24,7 @@ from remote import keys
 from remote.errors import BadInput, RemotectlError
 from remote.files import atomic_write
 from remote.server import environment
-from remote.server.processes import free_port, port_is_free
+from remote.server.processes import bind_error, free_port
 from remote.server.state import tail
 
 SSHD = "/usr/sbin/sshd"
@@ -176,8 +177,13 @@ class Sshd:
         attempts = 3 if requested == 0 else 1
         for attempt in range(attempts):
             if requested == 0:
-                settings.port = free_port(settings.bind)
-            elif not port_is_free(settings.bind, settings.port):
+                try:
+                    settings.port = free_port(settings.bind)
+                except OSError as exc:
+                    raise BadInput(f"cannot listen on {settings.bind}: {exc.strerror}",
+                                   "--bind takes an address of this machine (127.0.0.1, 0.0.0.0, "
+                                   "or one of its interfaces).") from None
+            elif _in_use(settings.bind, settings.port):
                 raise RemotectlError(
                     f"port {settings.port} on {settings.bind} is already in use",
                     "Pick another with --port N, or --port 0 for any free port; if an earlier "
@@ -247,6 +253,11 @@ class Sshd:
             self.proc.kill()
             self.proc.wait(5)
         return True
+
+
+def _in_use(host: str, port: int) -> bool:
+    problem = bind_error(host, port)
+    return problem is not None and problem.errno == errno.EADDRINUSE
 
 
 class _PortTaken(Exception):
