@@ -68,11 +68,19 @@ def aliases(path: os.PathLike) -> List[str]:
 
 
 def pin(path: os.PathLike, alias: str, host_key: str) -> bool:
-    """Make `host_key` the only key for `alias`; return whether the file changed."""
+    """Make `host_key` the only key for `alias` (in place); return whether the file changed."""
     target = Path(path)
     old = _lines(target)
-    kept = [raw for raw in old if not (raw.split() and _names_match(raw.split()[0], alias))]
-    new = kept + [line_for(alias, host_key)]
+    wanted = line_for(alias, host_key)
+    new: List[str] = []
+    for raw in old:
+        if raw.split() and _names_match(raw.split()[0], alias):
+            if wanted not in new:
+                new.append(wanted)
+        else:
+            new.append(raw)
+    if wanted not in new:
+        new.append(wanted)
     if new == old:
         return False
     atomic_write(target, "".join(f"{raw}\n" for raw in new), mode=0o600)
