@@ -122,11 +122,11 @@ def find_cloudflared(extra_dirs: Iterable[PathLike] = ()) -> Optional[Path]:
     """An absolute path to a runnable cloudflared: PATH first, then `extra_dirs` (the caches)."""
     found = shutil.which("cloudflared")
     if found:
-        return Path(found).resolve()
+        return Path(os.path.abspath(found))  # not resolved: a Homebrew link survives upgrades
     for folder in extra_dirs:
         candidate = Path(folder) / binary_name()
         if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate.resolve()
+            return Path(os.path.abspath(candidate))
     return None
 
 
@@ -245,7 +245,7 @@ def install(dest_dir: PathLike, base_url: Optional[str] = None,
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / binary_name(asset.os)
     if _cached(dest, asset, expected):
-        return dest.resolve()
+        return Path(os.path.abspath(dest))
 
     url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/") + "/" + asset.name
     temps = []
@@ -278,4 +278,4 @@ def install(dest_dir: PathLike, base_url: Optional[str] = None,
                 temp.unlink()
             except FileNotFoundError:
                 pass
-    return dest.resolve()
+    return Path(os.path.abspath(dest))

@@ -79,7 +79,7 @@ def test_install_verifies_makes_executable_and_caches(tmp_path, serve, capfd):
 
     path = install(dest, base_url=server.url, checksums=checksums, **LINUX)
 
-    assert path == (dest / "cloudflared").resolve()
+    assert path == dest / "cloudflared"
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     assert subprocess.run([str(path)], capture_output=True, text=True).stdout.startswith(
         "cloudflared version 2024.11.1")
@@ -212,6 +212,17 @@ def test_find_prefers_path_then_the_cache(tmp_path, monkeypatch, serve):
 
     monkeypatch.setenv("PATH", str(empty))
     assert find_cloudflared() is None
-    assert find_cloudflared([tmp_path / "absent", cache]) == (cache / "cloudflared").resolve()
+    assert find_cloudflared([tmp_path / "absent", cache]) == cache / "cloudflared"
     monkeypatch.setenv("PATH", f"{empty}{os.pathsep}{on_path}")
-    assert find_cloudflared([cache]) == (on_path / "cloudflared").resolve()
+    assert find_cloudflared([cache]) == on_path / "cloudflared"
+
+
+def test_find_keeps_a_link_so_package_upgrades_do_not_break_the_entry(tmp_path, monkeypatch):
+    cellar, bin_dir = tmp_path / "Cellar" / "2024.11.1", tmp_path / "bin"
+    cellar.mkdir(parents=True)
+    bin_dir.mkdir()
+    (cellar / "cloudflared").write_bytes(FAKE_BINARY)
+    (cellar / "cloudflared").chmod(0o755)
+    (bin_dir / "cloudflared").symlink_to(cellar / "cloudflared")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert find_cloudflared() == bin_dir / "cloudflared"
