@@ -32,6 +32,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, unquote
 
 VERSION = "3.22.1"
 
@@ -186,7 +187,7 @@ class Agent:
         forward = Forward(self.public_host, parse_upstream(upstream_url))
         public = f"tcp://{self.public_host}:{forward.port}"
         record = {
-            "id": f"ep_{uuid.uuid4().hex[:24]}", "name": name, "uri": f"/api/{api}/{name}",
+            "id": f"ep_{uuid.uuid4().hex[:24]}", "name": name, "uri": f"/api/{api}/{quote(name, safe='')}",
             "url": public, "public_url": public, "proto": "tcp",
             "upstream": {"url": upstream_url, "protocol": "tcp"},
             "config": {"addr": upstream_url, "inspect": False},
@@ -227,9 +228,15 @@ def make_handler(agent: Agent):
             self.wfile.write(data)
 
         def _route(self):
-            parts = [p for p in self.path.split("?")[0].split("/") if p]
-            if len(parts) >= 2 and parts[0] == "api" and parts[1] in ("endpoints", "tunnels"):
-                return parts[1], (parts[2] if len(parts) > 2 else None)
+            # A name may hold "/" and ":" (pyngrok names tunnels "tcp-<addr>-<uuid>"): it is
+            # everything after /api/<kind>/, percent-decoded.
+            path = self.path.split("?")[0]
+            for api in ("endpoints", "tunnels"):
+                prefix = f"/api/{api}"
+                if path.rstrip("/") == prefix:
+                    return api, None
+                if path.startswith(prefix + "/"):
+                    return api, unquote(path[len(prefix) + 1:])
             return None, None
 
         def do_GET(self) -> None:
@@ -248,7 +255,7 @@ def make_handler(agent: Agent):
             record = dict(record)
             public = record.pop("url", None) or record.pop("public_url", None)
             record["url" if api == "endpoints" else "public_url"] = public
-            record["uri"] = f"/api/{api}/{record['name']}"
+            record["uri"] = f"/api/{api}/{quote(record['name'], safe='')}"
             return record
 
         def do_POST(self) -> None:
