@@ -246,7 +246,7 @@ def stop_recorded(state_dir: Path, grace: float = 10.0) -> Dict[str, Any]:
             stopped["supervisor" if recorded.get("mode") == "supervisor" else "up"] = owner
     for name, pid in children.items():
         processes.stop(pid, starts.get(name))
-        stopped[name] = pid
+        stopped[f"{recorded.get('tunnel')} agent" if name == "agent" else name] = pid
     if state.read_state(state_dir) is not None:
         state.clear_state(state_dir)
     try:
