@@ -109,6 +109,10 @@ def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards:
     from remote import keys
     from remote.client import manage, vscode
 
+    if not no_check:  # load paramiko (~0.3 s) while the files are validated, written, fsynced
+        import threading
+
+        threading.Thread(target=__import__, args=("paramiko",), daemon=True).start()
     lay = _layout(ssh_dir)
     req = manage.prepare_connect(lay, card, name=name, identity=identity, forwards=forwards,
                                  path=path, host_key=host_key, port=port, user=user)
