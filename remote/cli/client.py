@@ -323,7 +323,7 @@ def _transfer_done(verb: str, stats, dest: str, as_json: bool) -> None:
 @ssh_dir_option
 @json_option
 def pull(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
-    """Download a remote file or folder (e.g. saved/models), resuming partial copies."""
+    """Download a remote file or folder such as saved/models, resuming partial copies."""
     from remote.client import transfer
 
     lay = _layout(ssh_dir)
