@@ -95,12 +95,15 @@ def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Op
 @click.option("--open", "open_code", is_flag=True, help="Then open VS Code on the remote folder.")
 @click.option("--path", default=None, help="Remote folder for VS Code [default: /content].")
 @click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
+@click.option("--cloudflared", "cloudflared", default=None, metavar="PATH",
+              help="cloudflared cards: the cloudflared to run [default: $REMOTECTL_CLOUDFLARED, PATH, "
+                   "or the one `remotectl install-cloudflared` installed].")
 @ssh_dir_option
 @json_option
 def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards: Sequence[str],
             host_key: Optional[str], port: Optional[int], user: Optional[str], no_check: bool,
-            deep: bool, open_code: bool, path: Optional[str], timeout: float, ssh_dir: Optional[str],
-            as_json: bool) -> None:
+            deep: bool, open_code: bool, path: Optional[str], timeout: float,
+            cloudflared: Optional[str], ssh_dir: Optional[str], as_json: bool) -> None:
     """Pin the host key, write the ssh entry, check the link.
 
     CARD is the `remotectl connect rc1....` line the remote side printed, or a plain
@@ -109,13 +112,15 @@ def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards:
     from remote import keys
     from remote.client import manage, vscode
 
-    if not no_check:  # load paramiko (~0.3 s) while the files are validated, written, fsynced
+    lay = _layout(ssh_dir)
+    req = manage.prepare_connect(lay, card, name=name, identity=identity, forwards=forwards,
+                                 path=path, host_key=host_key, port=port, user=user,
+                                 cloudflared=cloudflared)
+    if not no_check:  # load paramiko (~0.3 s) while the files are written and fsynced
+        # (only after validation: exiting while a daemon thread imports aborts the interpreter)
         import threading
 
         threading.Thread(target=__import__, args=("paramiko",), daemon=True).start()
-    lay = _layout(ssh_dir)
-    req = manage.prepare_connect(lay, card, name=name, identity=identity, forwards=forwards,
-                                 path=path, host_key=host_key, port=port, user=user)
     if not req.target.host_key:
         _warn("no host key given, so the first connection will trust whatever key answers "
               "(StrictHostKeyChecking accept-new).\n"
@@ -128,6 +133,7 @@ def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards:
         _warn(warning)
     result = {"name": record.name, "host": record.host, "port": record.port, "user": record.user,
               "alias": record.alias, "change": applied.change, "path": record.path,
+              "tunnel": record.tunnel, "proxy_command": record.proxy_command,
               "fingerprint": keys.fingerprint(record.host_key) if record.host_key else None,
               "config": str(lay.managed_config), "known_hosts": str(lay.known_hosts),
               "include": _include_json(applied.include), "check": None,
@@ -160,7 +166,10 @@ def _say_written(applied, lay, as_json: bool) -> None:
     info(f"{verbs.get(applied.change, 'Wrote')} Host {record.name} -> {record.endpoint} "
          f"in {lay.managed_config}", as_json)
     if applied.change == "address-updated":
-        info("  same host key as before: only the address changed.", as_json)
+        info(f"  recognised: same host key, address updated (pin {record.alias} kept, "
+             "known_hosts unchanged).", as_json)
+    if record.proxy_command:
+        info(f"  through ProxyCommand {record.proxy_command}", as_json)
     if record.host_key:
         from remote import keys
 

@@ -17,7 +17,9 @@ from remote.server.tunnels import PROVIDERS
 
 @click.command()
 @click.option("--tunnel", type=click.Choice(sorted(PROVIDERS)), default="ngrok", show_default=True,
-              help="ngrok: a public TCP address (needs NGROK_AUTHTOKEN); direct: this machine's own address.")
+              help="ngrok: a public TCP address (needs NGROK_AUTHTOKEN); cloudflared: a Cloudflare "
+                   "quick tunnel (no account; your computer needs cloudflared); direct: this "
+                   "machine's own address.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="sshd's local port; 0 picks a free one.")
 @click.option("--bind", default="127.0.0.1", show_default=True,
@@ -30,10 +32,14 @@ from remote.server.tunnels import PROVIDERS
               help="Seconds to wait for sshd and the tunnel.")
 @click.option("--detach", is_flag=True,
               help="Leave a supervisor running in the background and return once ready.")
+@click.option("--persist", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Keep the host key and authorized keys in DIR (e.g. on Google Drive), so a "
+                   "fresh runtime presents the same host key.")
 @state_dir_option
 @json_option
 def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], region: Optional[str],
-       timeout: float, detach: bool, state_dir: Optional[str], as_json: bool) -> None:
+       timeout: float, detach: bool, persist: Optional[str], state_dir: Optional[str],
+       as_json: bool) -> None:
     """Start a private sshd behind a tunnel; print the line to paste on your computer.
 
     \b
@@ -43,6 +49,7 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
     Examples:
       remotectl up                                   # ngrok, stays until Ctrl-C
       remotectl up --detach                          # returns; `remotectl down` stops it
+      remotectl up --tunnel cloudflared --persist /content/drive/MyDrive/remotectl
       remotectl up --tunnel direct --bind 0.0.0.0 --port 2222
     """
     from remote.server import session
@@ -53,7 +60,7 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
 
     creds = gather(authorized_keys=authorized_keys)
     options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
-                                state_dir=state_dir, timeout=timeout)
+                                state_dir=state_dir, timeout=timeout, persist=persist)
     if detach:
         from remote.server.supervisor import detach as start_detached
 

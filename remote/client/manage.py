@@ -19,7 +19,7 @@ from remote.client.layout import SshLayout
 from remote.client.lock import locked
 from remote.client.registry import HostRecord, Registry
 from remote.client.target import Target, parse_target
-from remote.errors import BadInput
+from remote.errors import BadInput, RemotectlError
 from remote.files import atomic_write
 
 DEFAULT_NAME = "colab"
@@ -71,8 +71,13 @@ def check_identity(path: Path) -> Path:
 def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT_NAME,
                     identity: Optional[str] = None, forwards: Sequence[str] = (),
                     path: Optional[str] = None, host_key: Optional[str] = None,
-                    port: Optional[int] = None, user: Optional[str] = None) -> ConnectRequest:
-    """Validate everything `connect` was given (BadInput, exit 2); write nothing."""
+                    port: Optional[int] = None, user: Optional[str] = None,
+                    cloudflared: Optional[str] = None) -> ConnectRequest:
+    """Validate everything `connect` was given (BadInput, exit 2); write nothing.
+
+    A cloudflared card also needs cloudflared on this computer (RemotectlError, exit 1,
+    with the install route for this OS when it is missing).
+    """
     sshconfig.check_name(name)
     if host_key is not None:
         host_key = keys.bare(host_key)
@@ -83,7 +88,32 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
         raise BadInput("--path must not be empty")
     for value in (str(ident), str(layout.known_hosts), target.host, target.user):
         sshconfig.ssh_quote(value)  # refuses values ssh_config cannot hold
-    return ConnectRequest(target, name, ident, specs, path or DEFAULT_PATH)
+    proxy = cloudflared_proxy(cloudflared) if target.tunnel == "cloudflared" else None
+    return ConnectRequest(target, name, ident, specs, path or DEFAULT_PATH, proxy_command=proxy)
+
+
+CLOUDFLARED_VAR = "REMOTECTL_CLOUDFLARED"
+
+
+def cloudflared_proxy(explicit: Optional[str] = None) -> str:
+    """The ProxyCommand for a quick tunnel: `--cloudflared`, else $REMOTECTL_CLOUDFLARED, else
+    cloudflared on PATH or in remotectl's install folder."""
+    from remote import cloudflared
+
+    named = explicit or os.environ.get(CLOUDFLARED_VAR)
+    if named:
+        found = Path(os.path.abspath(os.path.expanduser(named)))
+        if not (found.is_file() and os.access(found, os.X_OK)):
+            source = "--cloudflared" if explicit else CLOUDFLARED_VAR
+            raise BadInput(f"{source} names {found}, which is not an executable file")
+    else:
+        found = cloudflared.find_cloudflared([cloudflared.default_install_dir()])
+    if found is None:
+        raise RemotectlError(
+            "this card uses a Cloudflare quick tunnel, and cloudflared is not installed on this "
+            "computer; nothing was written",
+            cloudflared.install_hint() + "\nThen run the same `remotectl connect` line again.")
+    return cloudflared.proxy_command(found)
 
 
 def _record(req: ConnectRequest, old: Optional[HostRecord]) -> HostRecord:
@@ -94,6 +124,10 @@ def _record(req: ConnectRequest, old: Optional[HostRecord]) -> HostRecord:
                      strict="yes" if t.host_key else "accept-new", proxy_command=req.proxy_command)
     if old is not None:
         new.created, new.updated, new.last_check, new.other = old.created, old.updated, old.last_check, old.other
+        if old.host_key and old.host_key == new.host_key:
+            # The same machine at a new address (a runtime restarted with `up --persist`): keep
+            # its pin's name, so known_hosts stays byte-for-byte as it is.
+            new.session = old.session
         if not _same(old, new):
             new.updated = registry.now()
             if old.host_key != new.host_key or old.endpoint != new.endpoint:

@@ -154,8 +154,14 @@ def open_client(endpoint: Endpoint, timeout: float = 10.0):
     tcp_ms = None
     try:
         if endpoint.proxy_command:
-            command = endpoint.proxy_command.replace("%h", endpoint.host).replace("%p", str(endpoint.port))
-            sock = paramiko.ProxyCommand(command)
+            # Expanded as ssh would (%h, %p, %%) and re-quoted for paramiko's shlex.split, so
+            # Windows paths and a literal % survive.
+            import shlex
+
+            from remote.cloudflared import argv_from_proxy_command
+
+            argv = argv_from_proxy_command(endpoint.proxy_command, endpoint.host, endpoint.port)
+            sock = paramiko.ProxyCommand(shlex.join(argv))
         else:  # our own socket: its connect time is one clean network round trip
             start = time.perf_counter()
             sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)

@@ -61,19 +61,23 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
        authorized_keys: Union[str, Iterable[str], None] = None, password: Optional[str] = None,
        ngrok_token: Optional[str] = None, region: Optional[str] = None,
        state_dir: Optional[Union[str, os.PathLike]] = None, detach: bool = False,
-       timeout: float = session.DEFAULT_TIMEOUT, quiet: bool = False) -> Session:
+       timeout: float = session.DEFAULT_TIMEOUT, quiet: bool = False,
+       persist: Optional[Union[str, os.PathLike]] = None) -> Session:
     """Start a private sshd behind a tunnel and print the line to paste on your computer.
 
     Secrets come from these arguments, then the environment (NGROK_AUTHTOKEN,
     REMOTECTL_AUTHORIZED_KEY, REMOTECTL_PASSWORD), then Colab's Secrets panel. By
     default the server lives in this Python process (the notebook kernel); with
-    `detach=True` a supervisor process owns it and outlives this one.
+    `detach=True` a supervisor process owns it and outlives this one. `tunnel` is
+    "ngrok", "cloudflared" (no account needed) or "direct". `persist` names a folder (a
+    Drive folder in Colab) that keeps the host key and authorized keys across runtimes.
     """
     if isinstance(authorized_keys, str):
         authorized_keys = [authorized_keys]
     creds = gather(ngrok_token=ngrok_token, password=password, authorized_keys=authorized_keys or ())
     options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
-                                state_dir=str(state_dir) if state_dir else None, timeout=timeout)
+                                state_dir=str(state_dir) if state_dir else None, timeout=timeout,
+                                persist=os.fspath(persist) if persist else None)
     echo = (lambda _line: None) if quiet else _echo
     if detach:
         from remote.server.supervisor import detach as start_detached

@@ -24,6 +24,8 @@ def up_report(info: Dict[str, Any], detached: bool = False) -> List[str]:
         f"session    {info['session']}  (ready in {info.get('ready_seconds', 0):.2f} s)",
         f"state dir  {info['state_dir']}",
     ]
+    if info.get("persist"):
+        lines.insert(3, f"persist    {info['persist']}  (same host key on a fresh runtime)")
     if detached:
         lines.append(f"running in the background (supervisor pid {info['pid']}); stop it with: "
                      f"remotectl down --state-dir {shlex.quote(info['state_dir'])}")

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Optional
 from remote import card as cards
 from remote import keys
 from remote.errors import BadInput, RemotectlError
-from remote.server import passwords, processes, state
+from remote.server import passwords, persist, processes, state
 from remote.server.credentials import Credentials
 from remote.server.sshd import (
     Sshd,
@@ -48,6 +48,7 @@ class UpOptions:
     region: Optional[str] = None
     state_dir: Optional[str] = None
     timeout: float = DEFAULT_TIMEOUT
+    persist: Optional[str] = None  # a folder that keeps the host key and authorized keys
 
     def validate(self) -> None:
         if self.tunnel not in PROVIDERS:
@@ -59,6 +60,8 @@ class UpOptions:
         if self.timeout <= 0:
             raise BadInput("--timeout must be positive")
         self.state_dir = str(state.resolve(self.state_dir))
+        if self.persist:
+            self.persist = str(persist.check_dir(self.persist))
 
 
 class Server:
@@ -81,6 +84,11 @@ class Server:
     # -- start ---------------------------------------------------------------------------------
     def preflight(self) -> None:
         """Every check that needs no running process, so bad input fails before anything starts."""
+        if self.options.persist and not self.creds.authorized_keys:  # a fresh runtime, no secret
+            kept = persist.saved_authorized_keys(Path(self.options.persist))
+            if kept:
+                self.creds = replace(self.creds, authorized_keys=kept)
+                self.echo(f"using the {len(kept)} authorized key(s) kept in {self.options.persist}")
         check_input(self.options, self.creds)
         ensure_openssh_server(self.echo)
         self.tunnel = make_tunnel(self.options.tunnel, self._tunnel_request(""))
@@ -108,6 +116,10 @@ class Server:
                                     password_login=bool(self.creds.password))
             if self.creds.password:
                 passwords.set_password(self.state_dir, settings.user, self.creds.password)
+            if self.options.persist:
+                kept = Path(self.options.persist)
+                persist.restore_host_key(kept, self.state_dir)
+                persist.keep_authorized_keys(kept, settings.authorized_keys)
             host_key = write_files(settings)
             self.sshd = Sshd(settings)
             remaining = max(1.0, self.options.timeout - (time.monotonic() - began))
@@ -138,7 +150,7 @@ class Server:
             "local_host": settings.bind, "local_port": settings.port,
             "state_dir": str(self.state_dir), "password_login": settings.password_login,
             "authorized_keys": len(settings.authorized_keys),
-            "mode": self.mode, "pid": me, "pids": pids,
+            "mode": self.mode, "pid": me, "pids": pids, "persist": self.options.persist,
             "starts": {name: processes.start_time(pid) for name, pid in pids.items()},
             "tunnel_info": self.tunnel.describe(),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -283,9 +295,8 @@ def status(state_dir: Path) -> Dict[str, Any]:
     host = recorded.get("local_host") or "127.0.0.1"
     bind = "127.0.0.1" if host in ("0.0.0.0", "") else host
     sshd_up = alive.get("sshd", False) and banner_answers(bind, int(recorded.get("local_port") or 0))
-    tunnel_up = sshd_up if recorded.get("tunnel") == "direct" else alive.get("agent", False)
-    if tunnel_up and recorded.get("tunnel") == "ngrok":
-        tunnel_up = _agent_lists(recorded)
+    provider = PROVIDERS.get(str(recorded.get("tunnel")))
+    tunnel_up = bool(provider) and provider.recorded_up(recorded, alive.get("agent", False), bool(sshd_up))
     keep = ("card", "connect_line", "host", "port", "user", "host_key", "fingerprint", "session",
             "tunnel", "public_url", "local_host", "local_port", "mode", "pid", "pids", "started_at",
             "password_login")
@@ -293,23 +304,6 @@ def status(state_dir: Path) -> Dict[str, Any]:
     report.update({"running": bool(sshd_up and tunnel_up), "sshd_up": bool(sshd_up),
                    "tunnel_up": bool(tunnel_up), "alive": alive})
     return report
-
-
-def _agent_lists(recorded: Dict[str, Any]) -> bool:
-    """Whether the ngrok agent's own API still lists our public URL."""
-    import json
-    from urllib.request import urlopen
-
-    api = (recorded.get("tunnel_info") or {}).get("api_url")
-    if not api:
-        return False
-    try:
-        with urlopen(f"{api}/api/endpoints", timeout=3) as response:
-            data = json.loads(response.read().decode())
-    except (OSError, ValueError):
-        return False
-    urls = [e.get("url") or e.get("public_url") for e in data.get("endpoints") or data.get("tunnels") or []]
-    return recorded.get("public_url") in urls
 
 
 def gpu_report() -> Optional[str]:

@@ -2,7 +2,8 @@
 
 Each provider is one class with the same small interface (`prepare`, `open`,
 `close`, `alive`, `pids`, `describe`) registered in PROVIDERS under the card's
-tunnel kind; adding a provider (cloudflared) touches this file and the card's kind.
+tunnel kind; adding a provider touches this file and the card's kind. A provider's
+long-running process is reported by `pids()` under the name `agent` (status reads it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from remote.errors import BadInput, RemotectlError
 from remote.files import atomic_write
@@ -69,6 +70,11 @@ class Tunnel:
         """Extra fields for state.json (e.g. the agent's API address)."""
         return {}
 
+    @classmethod
+    def recorded_up(cls, recorded: Dict[str, Any], agent_alive: bool, sshd_up: bool) -> bool:
+        """`status` from another process: is the tunnel state.json describes still serving?"""
+        return agent_alive
+
 
 class DirectTunnel(Tunnel):
     """No tunnel: the sshd's own address (a machine reachable on a LAN, and tests)."""
@@ -80,6 +86,10 @@ class DirectTunnel(Tunnel):
         if host in ("0.0.0.0", "::", ""):
             host = _primary_address()
         return Endpoint(host=host, port=local_port, url=f"tcp://{host}:{local_port}")
+
+    @classmethod
+    def recorded_up(cls, recorded: Dict[str, Any], agent_alive: bool, sshd_up: bool) -> bool:
+        return sshd_up
 
 
 def _primary_address() -> str:
@@ -251,6 +261,19 @@ class NgrokTunnel(Tunnel):
         running = self._running()
         return {"agent": running.proc.pid} if running is not None else {}
 
+    @classmethod
+    def recorded_up(cls, recorded: Dict[str, Any], agent_alive: bool, sshd_up: bool) -> bool:
+        """The agent runs and its own API still lists our public URL."""
+        if not agent_alive:
+            return False
+        api = (recorded.get("tunnel_info") or {}).get("api_url")
+        if not api:
+            return False
+        _, data = _get_json(f"{api}/api/endpoints")
+        urls = [e.get("url") or e.get("public_url")
+                for e in data.get("endpoints") or data.get("tunnels") or []]
+        return recorded.get("public_url") in urls
+
     def describe(self) -> Dict[str, object]:
         return {"api_url": self._api_url, "public_url": self._public_url,
                 "agent_path": self.agent_path, "config": str(self.config_path)}
@@ -333,7 +356,106 @@ def explain_ngrok(text: str, secret: str, started: bool, timed_out: bool = False
     return RemotectlError(f"{what}: {first}", hint)
 
 
-PROVIDERS = {"direct": DirectTunnel, "ngrok": NgrokTunnel}
+CLOUDFLARED_VAR = "REMOTECTL_CLOUDFLARED"
+CLOUDFLARED_LOG = "cloudflared.log"
+
+
+class CloudflaredTunnel(Tunnel):
+    """A Cloudflare quick tunnel: no account, no token; the hostname comes from its metrics port.
+
+    cloudflared is, in order: the file REMOTECTL_CLOUDFLARED names, one on PATH, the copy
+    cached in `<state>/bin`, else the pinned release downloaded there (SHA-256 checked
+    before it is made executable). The card's port is 22: cloudflared ignores it, the
+    client's ProxyCommand carries the hostname.
+    """
+
+    kind = "cloudflared"
+
+    def __init__(self, request: TunnelRequest) -> None:
+        super().__init__(request)
+        self.path: Optional[Path] = None
+        self.tunnel = None  # remote.cloudflared.QuickTunnel once open
+        self.log_path = request.state_dir / CLOUDFLARED_LOG
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.request.state_dir / "bin"
+
+    def prepare(self, echo: Echo) -> None:
+        from remote import cloudflared
+
+        named = os.environ.get(CLOUDFLARED_VAR)
+        if named:
+            if not (os.path.isfile(named) and os.access(named, os.X_OK)):
+                raise RemotectlError(f"{CLOUDFLARED_VAR} names {named}, which is not an executable file",
+                                     f"Point {CLOUDFLARED_VAR} at cloudflared, or unset it to let "
+                                     "remotectl use the one on PATH or download the pinned release.")
+            self.path = Path(os.path.abspath(named))
+            return
+        self.path = cloudflared.find_cloudflared([self.cache_dir])
+        if self.path is None:
+            echo(f"cloudflared is not installed: downloading the pinned release {cloudflared.VERSION} "
+                 f"(SHA-256 checked) into {self.cache_dir} ...")
+            self.path = cloudflared.install(self.cache_dir)  # explained RemotectlError on failure
+
+    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
+        from remote import cloudflared
+
+        if self.path is None:
+            self.prepare(lambda _line: None)
+        assert self.path is not None
+        self.tunnel = cloudflared.QuickTunnel.open(self.path, local_port, self.log_path,
+                                                   deadline_s=timeout, env=_agent_env())
+        host = self.tunnel.hostname
+        return Endpoint(host=host, port=22, url=f"ssh://{host}")
+
+    def alive(self) -> bool:
+        return self.tunnel is not None and self.tunnel.alive()
+
+    def pids(self) -> Dict[str, int]:
+        return {"agent": self.tunnel.pid} if self.tunnel is not None else {}
+
+    def describe(self) -> Dict[str, object]:
+        tunnel = self.tunnel
+        return {"agent_path": str(self.path) if self.path else None,
+                "metrics_port": tunnel.metrics_port if tunnel else None,
+                "hostname": tunnel.hostname if tunnel else None, "log": str(self.log_path)}
+
+    @classmethod
+    def recorded_up(cls, recorded: Dict[str, Any], agent_alive: bool, sshd_up: bool) -> bool:
+        """cloudflared runs and its metrics server reports a ready edge connection."""
+        port = (recorded.get("tunnel_info") or {}).get("metrics_port")
+        return agent_alive and bool(port) and _get_json(f"http://127.0.0.1:{int(port)}/ready")[0] == 200
+
+    def close(self) -> Dict[str, int]:
+        if self.tunnel is None or not self.tunnel.alive():
+            return {}
+        pid = self.tunnel.pid
+        self.tunnel.close()
+        return {"cloudflared": pid}
+
+
+def _get_json(url: str) -> Tuple[int, Dict[str, Any]]:
+    """(HTTP status, JSON object) from a local agent API; (0, {}) when it does not answer."""
+    import json
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(url, timeout=3) as response:
+            status, body = response.status, response.read()
+    except HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (OSError, ValueError):
+        return 0, {}
+    try:
+        data = json.loads(body.decode() or "{}")
+    except ValueError:
+        return status, {}
+    return status, data if isinstance(data, dict) else {}
+
+
+PROVIDERS = {"direct": DirectTunnel, "ngrok": NgrokTunnel, "cloudflared": CloudflaredTunnel}
 
 
 def make_tunnel(kind: str, request: TunnelRequest) -> Tunnel:
