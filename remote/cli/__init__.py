@@ -37,9 +37,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from remote.cli import client, cloudflared, server
+    from remote.cli import client, cloudflared, doctor, server
 
-    for module in (server, client, cloudflared):
+    for module in (server, client, cloudflared, doctor):
         for command in getattr(module, "COMMANDS", ()):
             cli.add_command(command)
 
