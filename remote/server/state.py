@@ -8,10 +8,14 @@ Layout (folder 0700; files 0600 unless said):
     sshd.pid  sshd.log           written by sshd (-e: its log goes to sshd.log)
     ngrok.yml                    the ngrok agent's config, holding the authtoken (ngrok only)
     ngrok.log                    the agent's log lines, authtoken redacted
+    cloudflared.log              the quick tunnel's stdout and stderr (cloudflared only)
+    bin/cloudflared              the pinned cloudflared, when none was on PATH (+ .installed.json)
     supervisor.log               the detached supervisor's own log (--detach)
     password.restore             the served user's previous password hash (password mode, root)
     lock                         flock held by the process that owns the running server
     state.json                   what runs now: see `write_state`
+
+With `up --persist DIR`, the host key and authorized_keys are copied in from DIR (see persist.py).
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ class NgrokTunnel(Tunnel):
                 "the ngrok tunnel needs an authtoken, and none was found",
                 "Copy yours from https://dashboard.ngrok.com/get-started/your-authtoken into Colab's "
                 "Secrets panel (name NGROK_AUTHTOKEN) or the environment variable NGROK_AUTHTOKEN. "
-                "Without ngrok, --tunnel direct serves a machine you can reach directly.")
+                "Without ngrok: --tunnel cloudflared (a Cloudflare quick tunnel, no account), or "
+                "--tunnel direct for a machine you can reach directly.")
         self.config_path = request.state_dir / NGROK_CONFIG
         self.log_path = request.state_dir / NGROK_LOG
         self.agent_path: Optional[str] = None
@@ -327,7 +328,8 @@ CARD_REQUIRED_HINT = (
     "Since June 2024 ngrok asks free accounts to add a payment card (it is not charged) before "
     "they may open TCP endpoints, which SSH needs. Add one at "
     "https://dashboard.ngrok.com/settings#id-verification and run up again, or use a tunnel that "
-    "needs no card: --tunnel direct on a machine you can reach.")
+    "needs no account at all: --tunnel cloudflared (a Cloudflare quick tunnel; your computer then "
+    "needs cloudflared, and `remotectl connect` says how to get it).")
 BAD_TOKEN_HINT = (
     "NGROK_AUTHTOKEN must be the authtoken shown at "
     "https://dashboard.ngrok.com/get-started/your-authtoken (not an API key, not a tunnel URL). "
