@@ -49,7 +49,7 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
     Examples:
       remotectl up                                   # ngrok, stays until Ctrl-C
       remotectl up --detach                          # returns; `remotectl down` stops it
-      remotectl up --tunnel cloudflared --persist /content/drive/MyDrive/remotectl
+      remotectl up --tunnel cloudflared --persist /content/drive/MyDrive/remotectl/identity
       remotectl up --tunnel direct --bind 0.0.0.0 --port 2222
     """
     from remote.server import session
