@@ -3,7 +3,9 @@
 A card is one shell-safe token, ``rc1.<payload>.<check>``:
 
 - ``rc1``: the format and its version (a newer remotectl may print ``rc2``);
-- ``payload``: base64url (no padding) of compact JSON with the fields of :class:`Card`;
+- ``payload``: base64url (no padding) of compact JSON with the fields of :class:`Card`
+  (optional fields, such as the folder to open, are left out when empty, so an older
+  client still reads a card without them);
 - ``check``: the first 8 hex digits of SHA-256 over ``rc1.<payload>``, so a card
   cut short or mistyped while copying is refused instead of half-trusted.
 
@@ -45,6 +47,7 @@ class Card:
     host_key: str  # "ssh-ed25519 AAAA..." (no comment)
     session: str  # short id: names the HostKeyAlias `remotectl-<session>`
     tunnel: str = "direct"  # one of TUNNEL_KINDS
+    path: Optional[str] = None  # the remote folder to open (where `up` ran: the project)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -53,6 +56,8 @@ class Card:
         """The one-line token."""
         fields = {"v": VERSION, "u": self.user, "h": self.host, "p": self.port,
                   "k": self.host_key, "s": self.session, "t": self.tunnel}
+        if self.path:
+            fields["d"] = self.path
         raw = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
         payload = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         head = f"{PREFIX}{VERSION}.{payload}"
@@ -91,7 +96,7 @@ def decode(text: str) -> Card:
         raise CardError("the card is damaged: its payload does not match its version")
     try:
         return Card(user=fields["u"], host=fields["h"], port=fields["p"], host_key=fields["k"],
-                    session=fields["s"], tunnel=fields.get("t", "direct"))
+                    session=fields["s"], tunnel=fields.get("t", "direct"), path=fields.get("d"))
     except KeyError as exc:
         raise CardError(f"the card lacks the field {exc.args[0]!r}") from exc
 
@@ -109,6 +114,10 @@ def validate(card: Card) -> None:
     if card.tunnel not in TUNNEL_KINDS:
         raise CardError(f"unknown tunnel kind {card.tunnel!r} (known: {', '.join(TUNNEL_KINDS)})",
                         "Upgrade the client: pip install -U remotectl")
+    if card.path is not None and (not isinstance(card.path, str) or not card.path.startswith("/")
+                                  or len(card.path) > 1024
+                                  or any(ord(ch) < 32 or ch in '"\\' for ch in card.path)):
+        raise CardError(f"the card's folder {card.path!r} is not an absolute remote path")
     parts = card.host_key.split() if isinstance(card.host_key, str) else []
     if len(parts) != 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
         raise CardError("the card's host key is not an OpenSSH public key")

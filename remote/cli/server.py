@@ -6,6 +6,7 @@ flags: they come from the environment or Colab's Secrets panel.
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import click
@@ -30,6 +31,8 @@ from remote.server.tunnels import PROVIDERS
 @click.option("--region", default=None, help="ngrok region (optional; ngrok picks the nearest).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds to wait for sshd and the tunnel.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="The remote folder the card tells VS Code to open [default: the current folder].")
 @click.option("--detach", is_flag=True,
               help="Leave a supervisor running in the background and return once ready.")
 @click.option("--persist", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -38,7 +41,7 @@ from remote.server.tunnels import PROVIDERS
 @state_dir_option
 @json_option
 def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], region: Optional[str],
-       timeout: float, detach: bool, persist: Optional[str], state_dir: Optional[str],
+       timeout: float, workdir: Optional[str], detach: bool, persist: Optional[str], state_dir: Optional[str],
        as_json: bool) -> None:
     """Start a private sshd behind a tunnel; print the line to paste on your computer.
 
@@ -60,7 +63,8 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
 
     creds = gather(authorized_keys=authorized_keys)
     options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
-                                state_dir=state_dir, timeout=timeout, persist=persist)
+                                state_dir=state_dir, timeout=timeout, persist=persist,
+                                workdir=os.path.abspath(workdir or os.getcwd()))
     if detach:
         from remote.server.supervisor import detach as start_detached
 

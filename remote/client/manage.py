@@ -89,7 +89,8 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
     for value in (str(ident), str(layout.known_hosts), target.host, target.user):
         sshconfig.ssh_quote(value)  # refuses values ssh_config cannot hold
     proxy = cloudflared_proxy(cloudflared) if target.tunnel == "cloudflared" else None
-    return ConnectRequest(target, name, ident, specs, path or DEFAULT_PATH, proxy_command=proxy)
+    folder = path or target.path or DEFAULT_PATH  # --path, else the card's project folder
+    return ConnectRequest(target, name, ident, specs, folder, proxy_command=proxy)
 
 
 CLOUDFLARED_VAR = "REMOTECTL_CLOUDFLARED"

@@ -32,6 +32,7 @@ class Target:
     session: str
     tunnel: str = "direct"
     from_card: bool = False
+    path: Optional[str] = None  # the folder the server suggests opening (cards only)
 
 
 def parse_target(words: Union[str, Sequence[str]], host_key: Optional[str] = None,
@@ -51,7 +52,7 @@ def parse_target(words: Union[str, Sequence[str]], host_key: Optional[str] = Non
 
 def from_card(card: Card) -> Target:
     return Target(card.user, card.host, card.port, keys.bare(card.host_key), card.session,
-                  card.tunnel, from_card=True)
+                  card.tunnel, from_card=True, path=card.path)
 
 
 def _parse_plain(text: str, host_key: Optional[str], port: Optional[int], user: Optional[str]) -> Target:

@@ -62,7 +62,8 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
        ngrok_token: Optional[str] = None, region: Optional[str] = None,
        state_dir: Optional[Union[str, os.PathLike]] = None, detach: bool = False,
        timeout: float = session.DEFAULT_TIMEOUT, quiet: bool = False,
-       persist: Optional[Union[str, os.PathLike]] = None) -> Session:
+       persist: Optional[Union[str, os.PathLike]] = None,
+       workdir: Optional[Union[str, os.PathLike]] = None) -> Session:
     """Start a private sshd behind a tunnel and print the line to paste on your computer.
 
     Secrets come from these arguments, then the environment (NGROK_AUTHTOKEN,
@@ -71,13 +72,16 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
     `detach=True` a supervisor process owns it and outlives this one. `tunnel` is
     "ngrok", "cloudflared" (no account needed) or "direct". `persist` names a folder (a
     Drive folder in Colab) that keeps the host key and authorized keys across runtimes.
+    `workdir` (default: the current folder) travels in the card, so `remotectl connect`
+    prints, and `remotectl open` opens, the folder the project lives in.
     """
     if isinstance(authorized_keys, str):
         authorized_keys = [authorized_keys]
     creds = gather(ngrok_token=ngrok_token, password=password, authorized_keys=authorized_keys or ())
     options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
                                 state_dir=str(state_dir) if state_dir else None, timeout=timeout,
-                                persist=os.fspath(persist) if persist else None)
+                                persist=os.fspath(persist) if persist else None,
+                                workdir=os.path.abspath(workdir or os.getcwd()))
     echo = (lambda _line: None) if quiet else _echo
     if detach:
         from remote.server.supervisor import detach as start_detached

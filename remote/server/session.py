@@ -49,6 +49,7 @@ class UpOptions:
     state_dir: Optional[str] = None
     timeout: float = DEFAULT_TIMEOUT
     persist: Optional[str] = None  # a folder that keeps the host key and authorized keys
+    workdir: Optional[str] = None  # the folder the card tells VS Code to open [default: cwd]
 
     def validate(self) -> None:
         if self.tunnel not in PROVIDERS:
@@ -129,7 +130,8 @@ class Server:
             remaining = max(1.0, self.options.timeout - (time.monotonic() - began))
             endpoint = self.tunnel.open(local_host, settings.port, timeout=remaining)
             card = cards.Card(user=settings.user, host=endpoint.host, port=endpoint.port,
-                              host_key=host_key, session=session_id, tunnel=self.tunnel.kind)
+                              host_key=host_key, session=session_id, tunnel=self.tunnel.kind,
+                              path=os.path.abspath(self.options.workdir or os.getcwd()))
             self.info = self._describe(card, settings, endpoint.url, time.monotonic() - began)
             state.write_state(self.state_dir, self.info)
             return self.info

@@ -222,7 +222,9 @@ def test_bootstrap_connect_train_pull_test_down(journey):
     assert re.search(r"colab: ok in [0-9.]+ s", j.connect_output), j.connect_output
     assert re.search(r"\| Python 3\.\d+\.\d+ \| torch \d+\.\d+", j.connect_output), j.connect_output
     assert "nvidia-smi" in j.connect_output or "GPU" in j.connect_output
-    assert "code --remote ssh-remote+colab" in j.connect_output
+    # seam: the printed VS Code command opens the folder the cell put the project in
+    assert card.path == str(j.remote_dir)
+    assert f"code --remote ssh-remote+colab {j.remote_dir}" in j.connect_output, j.connect_output
     check = j.remotectl("check", "colab", "--json")
     assert check.returncode == 0, check.stderr
     report = json.loads(check.stdout)["check"]

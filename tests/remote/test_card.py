@@ -45,3 +45,14 @@ def test_foreign_text_and_bad_port(host_key):
         Card("root", "h", 70000, host_key, "s1")
     with pytest.raises(CardError, match="not valid"):
         Card("root", "h", 22, host_key, "bad id; rm -rf")
+
+
+def test_optional_folder_travels_and_is_validated(host_key):
+    bare = Card("root", "h", 22, host_key, "s1")
+    with_dir = Card("root", "h", 22, host_key, "s1", path="/content/my project")
+    assert decode(with_dir.encode()).path == "/content/my project"
+    assert decode(bare.encode()).path is None
+    assert len(bare.encode()) < len(with_dir.encode())  # left out when empty
+    for bad in ("relative/dir", "/a\nb", '/a"b'):
+        with pytest.raises(CardError, match="absolute remote path"):
+            Card("root", "h", 22, host_key, "s1", path=bad)
