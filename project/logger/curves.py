@@ -1,0 +1,67 @@
+"""metrics.jsonl (one JSON object per epoch) and a curves PNG drawn from it."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+
+class MetricsLog:
+    """Append-only per-epoch log. On resume, rows past the resumed epoch (written by a run
+    killed before it could checkpoint them) are dropped so every epoch appears once."""
+
+    def __init__(self, path: str | Path, resume_epoch: int | None = None) -> None:
+        self.path = Path(path)
+        if resume_epoch is not None and self.path.exists():
+            kept = [row for row in self.rows() if row.get("epoch", 0) <= resume_epoch]
+            tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            os.replace(tmp, self.path)
+        elif resume_epoch is None and self.path.exists():
+            self.path.unlink()
+
+    def append(self, row: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line after a kill
+                continue
+        return rows
+
+
+def plot_curves(rows: list[dict], png_path: str | Path, logger: logging.Logger) -> Path | None:
+    """One panel per metric, train and validation together; skipped without matplotlib."""
+    if not rows:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.debug("matplotlib is not installed: no curves plot")
+        return None
+    skip = {"epoch", "lr", "time", "global_step"}
+    names = sorted({k[4:] if k.startswith("val_") else k for row in rows for k in row if k not in skip})
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    epochs = [row["epoch"] for row in rows]
+    for ax, name in zip(axes[0], names):
+        for key, label in ((name, "train"), (f"val_{name}", "valid")):
+            points = [(e, row[key]) for e, row in zip(epochs, rows) if key in row]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return Path(png_path)

@@ -1,0 +1,168 @@
+"""Trainer: one readable training step (AMP, accumulation, clipping, DDP) and evaluation.
+
+Read `_train_epoch` top to bottom: fetch a batch, forward under autocast, scale the loss
+by the accumulation group, backward (without the DDP all-reduce on all but the last
+micro-batch of a group), then clip, step, update the scaler and the scheduler. Metrics
+stay on the device; the host syncs only at log points. The training loss counts every
+batch; training metrics (accuracy...) are measured on the batches at log points unless
+`trainer.train_metrics` is "all" (each costs a few kernels per step) or "off".
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from base import BaseTrainer, BatchStream
+from utils import MetricTracker
+from utils.metric_tracker import metric_name
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Trainer(BaseTrainer):
+    def __init__(self, model, criterion, metric_ftns, optimizer, config, device, data_loader,
+                 valid_data_loader=None, lr_scheduler=None, len_epoch=None, progress_file=None) -> None:
+        super().__init__(model, criterion, metric_ftns, optimizer, config, lr_scheduler)
+        cfg = config["trainer"]
+        self.device = device
+        self.data_loader = data_loader
+        self.valid_data_loader = valid_data_loader
+        self.do_validation = valid_data_loader is not None
+        self.stream = BatchStream(data_loader, len_epoch or cfg["len_epoch"])
+        self.accumulate = cfg["accumulate"]
+        self.clip_grad_norm = cfg["clip_grad_norm"]
+        self.log_step = cfg["log_step"]
+        self.all_batch_metrics = cfg["train_metrics"] == "all"
+        self.sample_metrics = cfg["train_metrics"] == "sampled"
+        self.global_step = 0
+
+        amp = cfg["amp"]
+        self.autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+        # self.model: plain module (checkpoints); self.net: maybe compiled (evaluation);
+        # self.train_net: maybe wrapped in DDP (training).
+        self.net = model
+        if cfg["compile"]:
+            self.net = torch.compile(model, **(cfg["compile"] if isinstance(cfg["compile"], dict) else {}))
+        self.train_net = self.net
+        if config.dist.enabled:
+            self.train_net = DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None)
+
+        scheduler = config["lr_scheduler"] or {}
+        self.scheduler_per_step = scheduler.get("interval") == "step"
+        names = ["loss"] + [metric_name(m) for m in metric_ftns]
+        self.train_metrics = MetricTracker(*(names if cfg["train_metrics"] != "off" else ["loss"]), device=device)
+        self.valid_metrics = MetricTracker(*names, device=device)
+
+        show = cfg["progress"]
+        if show == "auto":
+            show = sys.stderr.isatty()
+        self.show_progress = bool(show) and self.is_main
+        self.progress_file = progress_file or sys.stderr
+
+    # ------------------------------------------------------------------ training
+    def _train_epoch(self, epoch: int) -> dict:
+        self.train_net.train()
+        self.train_metrics.reset()
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+        n_batches = self.stream.batches_in_epoch()
+        log_step = self.log_step or max(1, n_batches // 10)
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not self.show_progress, file=self.progress_file)
+        k = self.accumulate
+        for i, (data, target) in enumerate(self.stream.epoch()):
+            data = data.to(self.device, non_blocking=True)
+            target = target.to(self.device, non_blocking=True)
+            group = min(k, n_batches - (i // k) * k)  # micro-batches in this accumulation group
+            last_micro = (i + 1) % k == 0 or i + 1 == n_batches
+
+            with self._grad_sync(last_micro):
+                with self.autocast:
+                    output = self.train_net(data)
+                    loss = self.criterion(output, target)
+                self.scaler.scale(loss / group if group > 1 else loss).backward()
+            if last_micro:
+                self._optimizer_step()
+
+            self.train_metrics.update("loss", loss, target.shape[0])  # one op on the device
+            log_point = (i + 1) % log_step == 0 or i + 1 == n_batches
+            if self.all_batch_metrics or (log_point and self.sample_metrics):
+                for met in self.metric_ftns:
+                    self.train_metrics.update(metric_name(met), met(output.detach(), target), target.shape[0])
+            bar.update()
+            if log_point:
+                self._log_progress(bar, epoch, i + 1, n_batches)
+        bar.close()
+
+        log = self.train_metrics.result(reduce=True)
+        if self.do_validation:
+            log.update({f"val_{k}": v for k, v in self._valid_epoch(epoch).items()})
+        if self.lr_scheduler is not None and not self.scheduler_per_step:
+            if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.lr_scheduler.step(log.get(self.mnt_metric, log["loss"]))
+            else:
+                self.lr_scheduler.step()
+        log["lr"] = lr
+        return log
+
+    def _optimizer_step(self) -> None:
+        if self.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.lr_scheduler is not None and self.scheduler_per_step:
+            self.lr_scheduler.step()
+        self.global_step += 1
+
+    def _grad_sync(self, sync: bool):
+        """DDP all-reduces gradients on every backward; skip it inside an accumulation group."""
+        if sync or not isinstance(self.train_net, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.train_net.no_sync()
+
+    def _log_progress(self, bar, epoch: int, done: int, total: int) -> None:
+        if not self.show_progress and not (self.is_main and self.logger.isEnabledFor(logging.DEBUG)):
+            return
+        loss = self.train_metrics.avg("loss")  # the one host sync of a log point
+        if self.show_progress:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        else:
+            self.logger.debug(f"epoch {epoch} [{done}/{total} ({100.0 * done / total:.0f}%)] loss {loss:.6f}")
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _valid_epoch(self, epoch: int) -> dict:
+        self.net.eval()
+        self.valid_metrics.reset()
+        for data, target in self.valid_data_loader:
+            data = data.to(self.device, non_blocking=True)
+            target = target.to(self.device, non_blocking=True)
+            with self.autocast:
+                output = self.net(data)
+                loss = self.criterion(output, target)
+            self.valid_metrics.update_batch(loss, output, target, self.metric_ftns)
+        return self.valid_metrics.result(reduce=True)
+
+    # ------------------------------------------------------------------ checkpoint extras
+    def _extra_state(self) -> dict:
+        return {
+            "global_step": self.global_step,
+            "data_state": self.stream.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
+
+    def _load_extra_state(self, state: dict) -> None:
+        self.global_step = state.get("global_step", 0)
+        if state.get("data_state"):
+            self.stream.load_state_dict(state["data_state"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,115 @@
+"""Small helpers shared by the template: files, seeding, RNG state, devices."""
+from __future__ import annotations
+
+import json
+import random
+from collections import OrderedDict
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+
+def read_json(fname: str | Path) -> OrderedDict:
+    with Path(fname).open("rt") as handle:
+        return json.load(handle, object_hook=OrderedDict)
+
+
+def write_json(content: Any, fname: str | Path) -> None:
+    with Path(fname).open("wt") as handle:
+        json.dump(content, handle, indent=4, sort_keys=False)
+        handle.write("\n")
+
+
+def inf_loop(data_loader: Iterable) -> Iterator:
+    """Endless iterator over a loader (kept from the classic template for user code)."""
+    for loader in repeat(data_loader):
+        yield from loader
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) from the config's `seed`."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: derive python/numpy seeds from torch's per-worker seed.
+
+    torch seeds each worker with base_seed + worker_id, where base_seed is drawn from the
+    (seeded) global generator, so worker randomness is reproducible too.
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def rng_state() -> dict:
+    """Every RNG the loop touches, as tensors/lists/ints: loadable with weights_only=True."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` -> cuda when present (else mps, else cpu); `cuda` under torchrun -> cuda:LOCAL_RANK."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    try:
+        device = torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (use cpu, cuda, cuda:N, mps or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name!r}: this machine has no CUDA device (torch {torch.__version__}); use cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{name!r}: MPS is not available on this machine")
+    return device
+
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+REPO_ROOT = PROJECT_DIR.parent
+
+
+def repo_path(path: str | Path) -> Path:
+    """A relative `save_dir` means the repository's top level, whatever the cwd."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def project_path(path: str | Path) -> Path:
+    """A relative `data_dir` means a folder inside project/ (where the bundled data lives)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_DIR / path
+
+
+class TemplateError(RuntimeError):
+    """A runtime failure that train.py/test.py explain in one line (exit 1), e.g. a
+    missing optional package or a checkpoint that does not fit the model."""

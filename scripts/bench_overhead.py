@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""What our Trainer costs over a hand-written loop: same model, data, batch size, optimizer.
+
+A (raw loop) and B (project/ Trainer with its progress bar, TensorBoard scalars, metrics.jsonl,
+info.log and a checkpoint every epoch, all on) run interleaved A B A B in one process, several
+repeats; prints per-step times and the ratio Trainer/raw (target <= 1.03).
+
+    python scripts/bench_overhead.py                       # CPU, digits and an MNIST-sized set
+    python scripts/bench_overhead.py --device cuda --amp bf16 --data synthetic
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1] / "project"
+sys.path.insert(0, str(PROJECT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from base import BaseDataLoader  # noqa: E402
+from data_loader.data_loaders import DigitsDataLoader  # noqa: E402
+from model.loss import nll_loss  # noqa: E402
+from model.metric import accuracy, top_k_acc  # noqa: E402
+from model.model import DigitsModel  # noqa: E402
+from parse_config import ConfigParser  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
+from trainer import Trainer  # noqa: E402
+
+AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+SETUPS = {
+    # name: (batch size, epochs per timed run, model args)
+    "digits": (64, 20, {"hidden": 128}),
+    "synthetic": (128, 1, {"hidden": 256, "in_features": 784}),
+}
+
+
+def make_loader(data: str, batch_size: int, device_loader: bool, device: torch.device):
+    if data == "digits":
+        loader = DigitsDataLoader(batch_size=batch_size, validation_split=0.0, seed=0,
+                                  pin_memory=device.type == "cuda")
+    else:  # MNIST-sized: 60,000 x 1x28x28 (random pixels: the cost is what matters here)
+        gen = torch.Generator().manual_seed(0)
+        images = torch.randn(60_000, 1, 28, 28, generator=gen)
+        labels = torch.randint(0, 10, (60_000,), generator=gen)
+        loader = BaseDataLoader(TensorDataset(images, labels), batch_size, True, 0.0, 0, seed=0,
+                                pin_memory=device.type == "cuda")
+    return loader
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def raw_loop(model, loader, epochs, device, amp) -> tuple[float, int]:
+    """The minimal loop a user would write by hand."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps = 0
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        for data, target in loader:
+            data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=AMP[amp], enabled=amp != "off"):
+                output = model(data)
+                loss = F.nll_loss(output, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    sync(device)
+    return time.perf_counter() - started, steps
+
+
+class TimedTrainer(Trainer):
+    """Stops the clock when the last epoch (and its checkpoint) is done; the one-off end of
+    the run (curves PNG, summary) is not per-step work."""
+
+    def _finish(self, last_log, stopped_early):
+        sync(self.device)
+        self.loop_end = time.perf_counter()
+        return super()._finish(last_log, stopped_early)
+
+
+def trainer_run(model, loader, epochs, device, amp, save_dir, run_id, data) -> tuple[float, int]:
+    config = {
+        "name": f"bench_{data}", "seed": 0,
+        "arch": {"type": "DigitsModel", "args": {}},
+        "data_loader": {"type": "DigitsDataLoader", "args": {}},
+        "optimizer": {"type": "Adam", "args": {"lr": 1e-3}},
+        "loss": "nll_loss", "metrics": ["accuracy", "top_k_acc"], "lr_scheduler": None,
+        "trainer": {"epochs": epochs, "save_dir": str(save_dir), "save_period": 1, "keep_last": 2,
+                    "verbosity": 2, "monitor": "off", "tensorboard": True, "progress": True, "amp": amp},
+    }
+    parser = ConfigParser(config, run_id=run_id, device=str(device))
+    for handler in logging.getLogger().handlers:  # keep the console quiet; info.log still written
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with open(os.devnull, "w") as bar_sink:
+        trainer = TimedTrainer(model, nll_loss, [accuracy, top_k_acc], optimizer, parser, device, loader,
+                               progress_file=bar_sink)
+        sync(device)
+        started = time.perf_counter()
+        trainer.train()
+    return trainer.loop_end - started, trainer.global_step
+
+
+def bench(data: str, args, device: torch.device, save_dir: Path) -> float:
+    batch_size, epochs, model_args = SETUPS[data]
+    epochs = args.epochs or epochs
+
+    def fresh_model():
+        torch.manual_seed(0)
+        return DigitsModel(**model_args).to(device)
+
+    def run(kind: str, tag: str, n_epochs: int):
+        loader = make_loader(data, batch_size, False, device)
+        if kind == "raw":
+            return raw_loop(fresh_model(), loader, n_epochs, device, args.amp)
+        return trainer_run(fresh_model(), loader, n_epochs, device, args.amp, save_dir, tag, data)
+
+    run("raw", "warm", 1)
+    run("trainer", f"{data}-warm", 1)
+    raw_times, trainer_times = [], []
+    print(f"\n{data}: batch {batch_size}, {epochs} epoch(s) per run, device {device}, amp {args.amp}, "
+          "loader DataLoader")
+    for rep in range(args.repeats):
+        raw_s, raw_steps = run("raw", "", epochs)
+        tr_s, tr_steps = run("trainer", f"{data}-{rep}", epochs)
+        assert raw_steps == tr_steps, (raw_steps, tr_steps)
+        raw_times.append(raw_s / raw_steps)
+        trainer_times.append(tr_s / tr_steps)
+        print(f"  repeat {rep + 1}: raw {raw_times[-1] * 1e3:8.4f} ms/step   trainer {trainer_times[-1] * 1e3:8.4f} "
+              f"ms/step   ratio {trainer_times[-1] / raw_times[-1]:.3f}   ({raw_steps} steps)")
+    ratio = statistics.median(trainer_times) / statistics.median(raw_times)
+    print(f"  median: raw {statistics.median(raw_times) * 1e3:.4f} ms/step, trainer "
+          f"{statistics.median(trainer_times) * 1e3:.4f} ms/step, ratio Trainer/raw = {ratio:.3f} "
+          f"(min-based {min(trainer_times) / min(raw_times):.3f}; target <= 1.03)")
+    return ratio
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=("digits", "synthetic", "both"), default="both")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--amp", choices=tuple(AMP), default="off")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per timed run (default per data set)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {name}")
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        for data in (("digits", "synthetic") if args.data == "both" else (args.data,)):
+            bench(data, args, device, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
