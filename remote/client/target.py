@@ -87,6 +87,11 @@ def _parse_plain(text: str, host_key: Optional[str], port: Optional[int], user: 
         raise BadInput(f"cannot read {text!r} as a card or an address",
                        "Give the card, HOST:PORT, tcp://HOST:PORT or root@HOST -p PORT.")
     address = re.sub(r"^(tcp|ssh)://", "", rest[0])
+    if (port is None and address == rest[0] and not re.search(r"[@:.]", address)
+            and address != "localhost"):
+        # A lone word with no dot is more likely a half-pasted card than a host on port 22.
+        raise BadInput(f"cannot read {text!r} as a card or an address",
+                       "Give the card (rc1....), HOST:PORT, tcp://HOST:PORT or root@HOST -p PORT.")
     if "@" in address:
         user, address = address.rsplit("@", 1)
     match = re.match(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$", address)

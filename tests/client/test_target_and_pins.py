@@ -33,7 +33,8 @@ def test_plain_forms(words, user, host, port):
 
 
 @pytest.mark.parametrize("words", [["h:0"], ["h:65536"], ["root@h", "-p", "x"], ["a", "b"],
-                                   ["ssh", "-o", "ProxyCommand=evil", "h"], ["h;rm:22"], [""]])
+                                   ["ssh", "-o", "ProxyCommand=evil", "h"], ["h;rm:22"], [""],
+                                   ["garbage"]])
 def test_plain_forms_refused(words):
     with pytest.raises(BadInput):
         parse_target(words)
