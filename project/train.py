@@ -15,6 +15,7 @@ import data_loader.data_loaders as module_data
 import model.loss as module_loss
 import model.metric as module_metric
 import model.model as module_arch
+from data_loader.device_loader import device_resident
 from parse_config import ConfigError, ConfigParser
 from trainer import Trainer
 from utils import TemplateError, dist, seed_everything
@@ -29,6 +30,8 @@ def main(config: ConfigParser) -> dict:
     data_loader = config.init_obj("data_loader", module_data, seed=config["seed"], rank=env.rank,
                                   world_size=env.world_size, pin_memory=device.type == "cuda")
     valid_data_loader = data_loader.split_validation()
+    if data_loader.device_resident:  # the whole split on the device, no workers, no copies
+        data_loader, valid_data_loader = device_resident(data_loader, valid_data_loader, device)
 
     # model, loss and metrics
     model = config.init_obj("arch", module_arch)

@@ -15,7 +15,8 @@ class BaseDataLoader(DataLoader):
     validation_split, num_workers)` and `split_validation()`.
 
     train.py adds the run-time keywords (`seed`, `rank`, `world_size`, `pin_memory`);
-    they are not config keys.
+    they are not config keys. `device_resident: true` (a config key) makes train.py keep
+    both splits on the device (data_loader/device_loader.py) with this loader's order.
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class BaseDataLoader(DataLoader):
         world_size: int = 1,
         pin_memory: bool = False,
         persistent_workers: bool | None = None,
+        device_resident: bool = False,
     ) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -39,6 +41,7 @@ class BaseDataLoader(DataLoader):
         self.shuffle = shuffle
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        self.device_resident = bool(device_resident)
         train_idx, valid_idx = split_indices(len(dataset), validation_split, seed)
         train_set = Subset(dataset, train_idx) if valid_idx else dataset
         self.valid_set = Subset(dataset, valid_idx) if valid_idx else None

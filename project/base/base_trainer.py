@@ -5,6 +5,7 @@ state to checkpoints through `_extra_state()` / `_load_extra_state()`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import torch
 
 from logger import MetricsLog, TensorboardWriter, plot_curves
 from utils import checkpoint as ckpt
+from utils import dist
 from utils.config_check import monitor_parts
 from utils.util import TemplateError, rng_state, set_rng_state
 
@@ -194,6 +196,9 @@ class BaseTrainer:
             "best": self.best_log,
             "last": last_log or None,
             "model_best": str(self.checkpoint_dir / ckpt.BEST_NAME) if self.best_epoch else None,
+            "world_size": self.config.dist.world_size,
+            # one fingerprint of the final weights per rank: under DDP they must all agree
+            "param_checksums": dist.gather_strings(param_checksum(self.model), self.config.dist),
         }
         if not self.is_main:
             return summary
@@ -220,3 +225,12 @@ class BaseTrainer:
 
 def _val_part(log: dict | None) -> dict | None:
     return {k: v for k, v in log.items() if k.startswith("val_")} if log else None
+
+
+def param_checksum(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer, in order (bitwise identity check)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

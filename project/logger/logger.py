@@ -21,6 +21,8 @@ def setup_logging(log_dir: str | Path | None, rank: int = 0) -> None:
     root.setLevel(logging.WARNING)  # third-party libraries: warnings only; ours set their own level
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter(_CONSOLE_FORMAT if rank == 0 else f"[rank {rank}] {_CONSOLE_FORMAT}"))
+    if rank != 0:
+        console.setLevel(logging.WARNING)  # other ranks: only what goes wrong
     console._template = True  # type: ignore[attr-defined]
     root.addHandler(console)
     if log_dir is not None:

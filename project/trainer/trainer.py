@@ -41,9 +41,9 @@ class Trainer(BaseTrainer):
         self.sample_metrics = cfg["train_metrics"] == "sampled"
         self.global_step = 0
 
-        amp = cfg["amp"]
+        amp = self._amp_mode(cfg["amp"], device)
         self.autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off")
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # fp16 needs loss scaling
 
         # self.model: plain module (checkpoints); self.net: maybe compiled (evaluation);
         # self.train_net: maybe wrapped in DDP (training).
@@ -66,6 +66,16 @@ class Trainer(BaseTrainer):
             show = sys.stderr.isatty()
         self.show_progress = bool(show) and self.is_main
         self.progress_file = progress_file or sys.stderr
+
+    def _amp_mode(self, amp: str, device: torch.device) -> str:
+        """bf16 where the GPU computes it natively (Ampere and newer); on older GPUs (Colab's
+        T4) bf16 is emulated and slow, so fall back to fp16 with a GradScaler."""
+        if amp == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+            self.logger.warning(f"{torch.cuda.get_device_name(device)} has no native bf16: using fp16 + GradScaler")
+            return "fp16"
+        if amp != "off" and device.type == "cpu":
+            self.logger.info(f"mixed precision {amp} on CPU: slower than fp32 on most CPUs")
+        return amp
 
     # ------------------------------------------------------------------ training
     def _train_epoch(self, epoch: int) -> dict:

@@ -64,3 +64,12 @@ def broadcast(obj: Any, env: DistEnv) -> Any:
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()
+
+
+def gather_strings(value: str, env: DistEnv) -> list[str]:
+    """Every rank's `value`, in rank order (a one-item list when not distributed)."""
+    if not env.enabled:
+        return [value]
+    values: list = [None] * env.world_size
+    dist.all_gather_object(values, value)
+    return values

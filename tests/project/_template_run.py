@@ -96,3 +96,11 @@ def load_checkpoint(path: Path) -> dict:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def torchrun_cmd(nproc: int, save_dir: Path, *args: str, run_id: str | None = "t", config: Path | None = CONFIG,
+                 fast: bool = True) -> list[str]:
+    """`torchrun --standalone --nproc_per_node=N project/train.py ...` (as `python -m
+    torch.distributed.run`, the module the torchrun script runs, so PATH does not matter)."""
+    train = train_cmd(save_dir, *args, run_id=run_id, config=config, fast=fast)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *train[1:]]
