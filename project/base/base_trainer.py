@@ -43,6 +43,7 @@ class BaseTrainer:
         self.start_epoch = 1
         self.best_epoch: int | None = None
         self.best_log: dict | None = None
+        self.resumed_log: dict | None = None
 
         self.is_main = config.dist.is_main
         self.checkpoint_dir = Path(config.save_dir)
@@ -72,9 +73,16 @@ class BaseTrainer:
             self.metrics_log = MetricsLog(self.log_dir / "metrics.jsonl", resume_epoch)
             self.writer = TensorboardWriter(self.log_dir, self.logger, self.config["trainer"]["tensorboard"],
                                             purge_step=resume_epoch + 1 if resume_epoch else None)
-        last_log: dict = {}
+        last_log: dict = dict(self.resumed_log or {})
         stopped_early = False
-        for epoch in range(self.start_epoch, self.epochs + 1):
+        epochs = range(self.start_epoch, self.epochs + 1)
+        if self.not_improved_count >= self.early_stop:  # a resumed run that had already stopped early
+            self.logger.info(f"this run stopped early at epoch {self.start_epoch - 1}: nothing to continue")
+            epochs, stopped_early = range(0), True
+        elif self.start_epoch > self.epochs:
+            self.logger.info(f"nothing left to train: the checkpoint is at epoch {self.start_epoch - 1} and "
+                             f"trainer.epochs is {self.epochs} (raise it with --epochs N to train longer)")
+        for epoch in epochs:
             started = time.perf_counter()
             log = {"epoch": epoch, **self._train_epoch(epoch)}
             improved = self._update_monitor(log)
@@ -176,6 +184,7 @@ class BaseTrainer:
                 best = self.checkpoint_dir / ckpt.BEST_NAME
                 if best.exists():
                     self.best_log = {"epoch": self.best_epoch, **ckpt.load(best)["metrics"]}
+        self.resumed_log = {"epoch": state["epoch"], **state.get("metrics", {})}
         set_rng_state(state["rng"])
         self._load_extra_state(state)
         self.logger.info(f"resumed from {path} (epoch {state['epoch']}); continuing at epoch {self.start_epoch} "

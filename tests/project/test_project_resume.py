@@ -70,3 +70,10 @@ def test_early_stop_is_exact(train):
     assert run.summary["epochs_run"] == 3 and run.summary["stopped_early"] is True
     assert run.summary["best_epoch"] == 1
     assert sorted(p.name for p in run.run_dir.glob("checkpoint-*.pth"))[-1] == "checkpoint-epoch3.pth"
+    # the same command with --resume auto (a notebook cell run again) does not train past the stop
+    again = train("--set", "trainer.epochs=10", "--set", "trainer.early_stop=2", "--set", "optimizer.args.lr=0",
+                  "--set", "trainer.monitor=min val_loss", "--set", "lr_scheduler=null", "--resume", "auto")
+    assert again.returncode == 0, again.stderr
+    assert "stopped early at epoch 3: nothing to continue" in again.stdout
+    assert not (run.run_dir / "checkpoint-epoch4.pth").exists()
+    assert again.summary["last"]["epoch"] == 3 and again.summary["stopped_early"] is True
