@@ -7,6 +7,7 @@ once it is complete (temp file in the same folder, fsync, rename, fsync the fold
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -45,11 +46,18 @@ def _temp_path(final: Path) -> Path:
 
 def atomic_save(state: dict, path: str | Path) -> Path:
     """torch.save to a temp file beside `path`, fsync, then rename over `path`."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(buffer.getbuffer(), path)
+
+
+def atomic_write_bytes(data, path: str | Path) -> Path:
+    """Write `data` to a temp file beside `path`, fsync, rename over `path`, fsync the folder."""
     final = Path(path)
     tmp = _temp_path(final)
     try:
         with tmp.open("wb") as handle:
-            torch.save(state, handle)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
@@ -156,27 +164,15 @@ def latest_run_checkpoint(models_dir: str | Path) -> Path | None:
     return None
 
 
-def snapshot(obj: Any) -> Any:
-    """A copy of a state tree whose tensors are private CPU copies (training goes on
-    changing the live ones while the copy is written)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {key: snapshot(value) for key, value in obj.items()}
-    if isinstance(obj, list):
-        return [snapshot(value) for value in obj]
-    if isinstance(obj, tuple):
-        return tuple(snapshot(value) for value in obj)
-    return obj
-
-
 class CheckpointWriter:
     """Writes checkpoints on one background thread, so the loop does not wait for the disk.
 
-    The state is copied to CPU memory in the caller's thread (`snapshot`), then written
-    atomically, linked as model_best when asked, and old files pruned, in order. One write
-    runs at a time; `wait()` returns when the last one is on disk and re-raises its error.
-    The thread is not a daemon: a process that ends normally finishes its last write.
+    The state is serialised in the caller's thread (torch.save into memory: a consistent
+    copy of the live tensors, GPU ones included); the thread only writes those bytes to a
+    temp file, fsyncs, renames, links model_best and prunes old files - system calls that
+    release the GIL, so the training thread keeps running. One write at a time, in order;
+    `wait()` returns when the last one is on disk and re-raises its error. The thread is
+    not a daemon: a process that ends normally finishes its last write.
     """
 
     def __init__(self, folder: str | Path, keep_last: int | None, background: bool = True) -> None:
@@ -185,11 +181,12 @@ class CheckpointWriter:
         self.background = background
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self.written: list[str] = []  # names written, for the debug log
 
     def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
         self.wait()
-        job = (snapshot(state), epoch, periodic, save_best)
+        job = (buffer.getbuffer(), epoch, periodic, save_best)
         if not self.background:
             self._write(*job)
             return
@@ -202,18 +199,15 @@ class CheckpointWriter:
         except BaseException as err:  # handed to the training thread by wait()
             self._error = err
 
-    def _write(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
+    def _write(self, data, epoch: int, periodic: bool, save_best: bool) -> None:
         best = self.folder / BEST_NAME
         if periodic:
-            path = atomic_save(state, self.folder / checkpoint_name(epoch))
-            self.written.append(path.name)
+            path = atomic_write_bytes(data, self.folder / checkpoint_name(epoch))
             if save_best:
                 link_or_copy(path, best)
             prune(self.folder, self.keep_last)
         elif save_best:
-            atomic_save(state, best)
-        if save_best:
-            self.written.append(best.name)
+            atomic_write_bytes(data, best)
 
     def wait(self) -> None:
         if self._thread is not None:
