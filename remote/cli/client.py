@@ -310,6 +310,10 @@ def _sftp_run(lay, record, timeout: float, work):
     try:
         sftp = client.open_sftp()
         try:
+            try:  # relative remote paths start in the host's folder (the project, from the card)
+                sftp.chdir(record.path)
+            except OSError:
+                pass  # no such folder there (e.g. /content off Colab): the login folder it is
             return work(sftp)
         finally:
             sftp.close()
@@ -350,7 +354,7 @@ def pull(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[s
 @ssh_dir_option
 @json_option
 def push(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
-    """Upload a local file or folder to the remote (default: its login folder)."""
+    """Upload a local file or folder to the remote (default: the host's folder, as for `open`)."""
     from remote.client import transfer
 
     lay = _layout(ssh_dir)

@@ -229,6 +229,25 @@ def test_pull_and_push_resume_by_size(sshd, ssh_dir, client_key, tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
+def test_relative_paths_start_in_the_cards_folder(sshd, ssh_dir, client_key, tmp_path):
+    project = tmp_path / "remote-side" / "content" / "proj"
+    (project / "saved" / "models").mkdir(parents=True)
+    (project / "saved" / "models" / "ckpt.pth").write_bytes(b"weights")
+    card = sshd.card(path=str(project)).encode()
+    connected = connect(ssh_dir, client_key, card, "--no-check")
+    assert connected.returncode == 0, connected.stderr
+    assert f"code --remote ssh-remote+colab {project}" in connected.stderr + connected.stdout
+    home = tmp_path / "home"
+    home.mkdir()
+    pulled = remotectl("pull", "saved/models", str(home), "--ssh-dir", str(ssh_dir))
+    assert pulled.returncode == 0, pulled.stderr
+    assert (home / "models" / "ckpt.pth").read_bytes() == b"weights"
+    (home / "notes.txt").write_text("hi")
+    pushed = remotectl("push", str(home / "notes.txt"), "--ssh-dir", str(ssh_dir))
+    assert pushed.returncode == 0, pushed.stderr
+    assert (project / "notes.txt").read_text() == "hi"  # default REMOTE: the card's folder
+
+
 def test_open_without_code_explains_how_to_get_it(sshd, ssh_dir, client_key):
     assert connect(ssh_dir, client_key, sshd.card().encode(), "--no-check", "--path", "/work dir").returncode == 0
     env = {"PATH": os.path.dirname(sys.executable)}  # no `code` there

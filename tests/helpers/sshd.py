@@ -90,10 +90,11 @@ class SshServer:
         self._authorized.extend(line.strip() for line in public_lines)
         atomic_write(self.authorized_keys_path, "".join(f"{k}\n" for k in self._authorized), mode=0o600)
 
-    def card(self, session: str = "testsession", user: Optional[str] = None, tunnel: str = "direct") -> Card:
-        """The card a remotectl server would print for this sshd."""
+    def card(self, session: str = "testsession", user: Optional[str] = None, tunnel: str = "direct",
+             path: Optional[str] = None) -> Card:
+        """The card a remotectl server would print for this sshd (`path`: the folder up ran in)."""
         return Card(user=user or self.user, host=HOST, port=self.port,
-                    host_key=self.host_public_key, session=session, tunnel=tunnel)
+                    host_key=self.host_public_key, session=session, tunnel=tunnel, path=path)
 
     # -- process ----------------------------------------------------------------------
     def _write_config(self) -> None:
