@@ -42,7 +42,8 @@ class Trainer(BaseTrainer):
         self.global_step = 0
 
         amp = self._amp_mode(cfg["amp"], device)
-        self.autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off")
+        self.autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp != "off"
+                         else contextlib.nullcontext())  # a disabled autocast still costs ~5 us a step
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # fp16 needs loss scaling
 
         # self.model: plain module (checkpoints); self.net: maybe compiled (evaluation);
@@ -54,6 +55,8 @@ class Trainer(BaseTrainer):
         if config.dist.enabled:
             self.train_net = DistributedDataParallel(
                 self.net, device_ids=[device.index] if device.type == "cuda" else None)
+        # fp32 in one process: a step is the hand-written one, with no wrapper around it
+        self.plain_step = amp == "off" and not config.dist.enabled
 
         scheduler = config["lr_scheduler"] or {}
         self.scheduler_per_step = scheduler.get("interval") == "step"
@@ -97,11 +100,16 @@ class Trainer(BaseTrainer):
                 # right after step() made the next forward ~15% slower on CPU: allocator churn)
                 self.optimizer.zero_grad(set_to_none=True)
 
-            with self._grad_sync(last_micro):
-                with self.autocast:
-                    output = self.train_net(data)
-                    loss = self.criterion(output, target)
-                self.scaler.scale(loss / group if group > 1 else loss).backward()
+            if self.plain_step:
+                output = self.train_net(data)
+                loss = self.criterion(output, target)
+                (loss / group if group > 1 else loss).backward()
+            else:
+                with self._grad_sync(last_micro):
+                    with self.autocast:
+                        output = self.train_net(data)
+                        loss = self.criterion(output, target)
+                    self.scaler.scale(loss / group if group > 1 else loss).backward()
             if last_micro:
                 self._optimizer_step()
 
@@ -110,8 +118,8 @@ class Trainer(BaseTrainer):
             if self.all_batch_metrics or (log_point and self.sample_metrics):
                 for met in self.metric_ftns:
                     self.train_metrics.update(metric_name(met), met(output.detach(), target), target.shape[0])
-            bar.update()
-            if log_point:
+            if log_point:  # the bar moves at log points only (tqdm costs ~1 us a call)
+                bar.update(i + 1 - bar.n)
                 self._log_progress(bar, epoch, i + 1, n_batches)
         bar.close()
 
@@ -127,11 +135,16 @@ class Trainer(BaseTrainer):
         return log
 
     def _optimizer_step(self) -> None:
+        scaled = self.scaler.is_enabled()  # fp16 only: otherwise unscale_/step/update are no-ops
         if self.clip_grad_norm:
-            self.scaler.unscale_(self.optimizer)
+            if scaled:
+                self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if scaled:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.lr_scheduler is not None and self.scheduler_per_step:
             self.lr_scheduler.step()
         self.global_step += 1
