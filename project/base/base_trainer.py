@@ -51,6 +51,7 @@ class BaseTrainer:
         self.writer = None
         self.metrics_log = None
         self.checkpoints = ckpt.CheckpointWriter(self.checkpoint_dir, self.keep_last)
+        self._plain_config: dict | None = None  # the config as plain JSON types, built once
 
     @abstractmethod
     def _train_epoch(self, epoch: int) -> dict:
@@ -140,11 +141,18 @@ class BaseTrainer:
             "not_improved_count": self.not_improved_count,
             "best_epoch": self.best_epoch,
             "metrics": {k: float(v) for k, v in log.items() if k != "epoch"},
-            "config": json.loads(json.dumps(self.config.config)),
+            "config": self._checkpoint_config(),
             "rng": rng_state(),
             "torch_version": str(torch.__version__),
             **self._extra_state(),
         }
+
+    def _checkpoint_config(self) -> dict:
+        """The config as plain dicts/lists (weights_only loads it); the same every epoch, so
+        converted once (torch.save only reads it)."""
+        if self._plain_config is None:
+            self._plain_config = json.loads(json.dumps(self.config.config))
+        return self._plain_config
 
     def _save_checkpoint(self, epoch: int, log: dict, periodic: bool, save_best: bool) -> None:
         """Epoch checkpoint (atomic), model_best as a link to it, then prune old ones; the
@@ -216,6 +224,7 @@ class BaseTrainer:
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
         self.writer.close()
+        self.metrics_log.close()
         png = plot_curves(self.metrics_log.rows(), self.log_dir / "curves.png", self.logger)
         summary["curves"] = str(png) if png else None
         tmp = self.log_dir / f".tmp-summary.json.{os.getpid()}"
