@@ -261,27 +261,26 @@ class ConfigParser:
     # ----------------------------------------------------------------- factory
     def init_obj(self, name: str, module: ModuleType, *args: Any, **kwargs: Any) -> Any:
         """`self[name]` is {type, args}: build `module.<type>(*args, **config_args, **kwargs)`."""
-        spec = self[name]
-        cls = self._lookup(f"{name}.type", spec["type"], module)
-        module_args = dict(spec.get("args") or {})
-        clash = sorted(set(kwargs) & set(module_args))
-        if clash:
-            raise ConfigError(f"{name}.args.{clash[0]}", "is set by train.py; remove it from the config",
-                              source=self._source_of(f"{name}.args"))
-        module_args.update(kwargs)
+        cls, module_args = self._resolve(name, module, kwargs)
         return self._call(f"{name}.args", cls, args, module_args)
 
     def init_ftn(self, name: str, module: ModuleType, *args: Any, **kwargs: Any) -> partial:
         """Like init_obj, but returns the function with its arguments bound."""
+        func, module_args = self._resolve(name, module, kwargs)
+        return partial(func, *args, **module_args)
+
+    def _resolve(self, name: str, module: ModuleType, kwargs: dict) -> tuple[Any, dict]:
+        """The callable `self[name].type` names and its config args merged with the caller's
+        (a key set on both sides is a config mistake: the code's value would silently win)."""
         spec = self[name]
-        func = self._lookup(f"{name}.type", spec["type"], module)
+        target = self._lookup(f"{name}.type", spec["type"], module)
         module_args = dict(spec.get("args") or {})
         clash = sorted(set(kwargs) & set(module_args))
         if clash:
             raise ConfigError(f"{name}.args.{clash[0]}", "is set by train.py; remove it from the config",
                               source=self._source_of(f"{name}.args"))
         module_args.update(kwargs)
-        return partial(func, *args, **module_args)
+        return target, module_args
 
     def get_function(self, key: str, name: str, module: ModuleType) -> Any:
         """A function named by a plain string in the config (`loss`, `metrics[i]`)."""

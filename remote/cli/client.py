@@ -329,40 +329,42 @@ def _transfer_done(verb: str, stats, dest: str, as_json: bool) -> None:
          f"{stats.skipped} already there, {stats.resumed} resumed -> {dest}")
 
 
-@click.command()
-@click.argument("args", nargs=-1, required=True, metavar="[NAME] REMOTE [LOCAL]")
-@click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@ssh_dir_option
-@json_option
-def pull(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
-    """Download a remote file or folder such as saved/models, resuming partial copies."""
+def _transfer_options(func):
+    """The options pull and push share (they differ only in direction)."""
+    for option in (json_option, ssh_dir_option, click.option("--quiet", is_flag=True, help="No progress bar."),
+                   click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)):
+        func = option(func)
+    return func
+
+
+def _transfer(verb: str, args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str],
+              as_json: bool) -> None:
+    """Copy SOURCE to DEST (default: "." on the receiving side) over the pinned SFTP link."""
     from remote.client import transfer
 
     lay = _layout(ssh_dir)
-    record, remote, local = _split_args(lay, args, "pull")
-    local = local or "."
+    record, source, dest = _split_args(lay, args, verb)
+    dest = dest or "."
+    copy = transfer.pull if verb == "pull" else transfer.push
     stats = _sftp_run(lay, record, timeout,
-                      lambda sftp: transfer.pull(sftp, remote, local, progress=not (quiet or as_json)))
-    _transfer_done("pull", stats, local, as_json)
+                      lambda sftp: copy(sftp, source, dest, progress=not (quiet or as_json)))
+    _transfer_done(verb, stats, dest, as_json)
+
+
+@click.command()
+@click.argument("args", nargs=-1, required=True, metavar="[NAME] REMOTE [LOCAL]")
+@_transfer_options
+def pull(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
+    """Download a remote file or folder such as saved/models, resuming partial copies."""
+    _transfer("pull", args, timeout, quiet, ssh_dir, as_json)
 
 
 @click.command()
 @click.argument("args", nargs=-1, required=True, metavar="[NAME] LOCAL [REMOTE]")
-@click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@ssh_dir_option
-@json_option
+@_transfer_options
 def push(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
     """Upload a local file or folder to the remote (default: the host's folder, as for `open`)."""
-    from remote.client import transfer
-
-    lay = _layout(ssh_dir)
-    record, local, remote = _split_args(lay, args, "push")
-    remote = remote or "."
-    stats = _sftp_run(lay, record, timeout,
-                      lambda sftp: transfer.push(sftp, local, remote, progress=not (quiet or as_json)))
-    _transfer_done("push", stats, remote, as_json)
+    _transfer("push", args, timeout, quiet, ssh_dir, as_json)
 
 
 @click.command(name="open")

@@ -155,17 +155,22 @@ def _get(sftp, src: str, dst: Path, size: int, stats: TransferStats, bar: _Progr
     with sftp.open(src, "rb") as rf, open(part, "ab" if offset else "wb") as lf:
         rf.seek(offset)
         rf.prefetch(size)
-        while True:
-            data = rf.read(CHUNK)
-            if not data:
-                break
-            lf.write(data)
-            stats.bytes += len(data)
-            bar.update(len(data))
+        _pump(rf, lf, stats, bar)
         lf.flush()
         os.fsync(lf.fileno())
     os.replace(part, dst)
     stats.files += 1
+
+
+def _pump(source, sink, stats: TransferStats, bar: _Progress) -> None:
+    """Copy the rest of `source` to `sink` in CHUNKs, counting bytes and moving the bar."""
+    while True:
+        data = source.read(CHUNK)
+        if not data:
+            break
+        sink.write(data)
+        stats.bytes += len(data)
+        bar.update(len(data))
 
 
 def _remote_makedirs(sftp, path: str) -> None:
@@ -194,12 +199,6 @@ def _put(sftp, src: Path, dst: str, size: int, stats: TransferStats, bar: _Progr
         lf.seek(offset)
         rf.seek(offset)
         rf.set_pipelined(True)
-        while True:
-            data = lf.read(CHUNK)
-            if not data:
-                break
-            rf.write(data)
-            stats.bytes += len(data)
-            bar.update(len(data))
+        _pump(lf, rf, stats, bar)
     sftp.posix_rename(part, dst)
     stats.files += 1
