@@ -277,14 +277,9 @@ def ensure_include(user_config: Path, managed_config: Path) -> UserConfigChange:
             warning = (f"the remotectl Include block in {target} sits below a Host/Match line, so ssh "
                        "skips it there; move the three marked lines to the top of the file")
         return UserConfigChange("present", target, line, warning=warning)
-    if _read_only(target):
-        return _readonly_change(target, line, adding=True)
-    try:
-        _write(target, old, new)
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return _readonly_change(target, line, adding=True)
-        raise
+    refused = _write_or_refuse(target, line, adding=True, write=lambda: _write(target, old, new))
+    if refused:
+        return refused
     status = "updated" if old is not None and find_block(old) else "added"
     return UserConfigChange(status, target, line, created=old is None)
 
@@ -297,15 +292,24 @@ def drop_include(user_config: Path, managed_config: Path, delete_if_empty: bool 
     if old is None or find_block(old) is None:
         return UserConfigChange("absent", target, line)
     new = without_include(old)
-    if _read_only(target):
-        return _readonly_change(target, line, adding=False)
-    try:
-        if delete_if_empty and not new:  # we created it; nothing of the user's to back up
-            target.unlink()
-        else:
+    if delete_if_empty and not new:  # we created it; nothing of the user's to back up
+        write = target.unlink
+    else:
+        def write() -> None:
             _write(target, old, new)
+    refused = _write_or_refuse(target, line, adding=False, write=write)
+    return refused or UserConfigChange("removed", target, line)
+
+
+def _write_or_refuse(target: Path, line: str, adding: bool, write) -> Optional[UserConfigChange]:
+    """Run `write`, unless the user's file is read-only (a dotfile manager's, say): then the
+    change that tells them the line to add or remove by hand, and nothing is written."""
+    if _read_only(target):
+        return _readonly_change(target, line, adding=adding)
+    try:
+        write()
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return _readonly_change(target, line, adding=False)
+            return _readonly_change(target, line, adding=adding)
         raise
-    return UserConfigChange("removed", target, line)
+    return None

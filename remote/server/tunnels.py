@@ -144,12 +144,8 @@ class NgrokTunnel(Tunnel):
         self._check_version()
 
     def _agent(self, echo: Echo) -> str:
-        named = os.environ.get(AGENT_VAR)
+        named = _named_executable(AGENT_VAR, "the ngrok v3 agent", "download it")
         if named:
-            if not (os.path.isfile(named) and os.access(named, os.X_OK)):
-                raise RemotectlError(f"{AGENT_VAR} names {named}, which is not an executable file",
-                                     f"Point {AGENT_VAR} at the ngrok v3 agent, or unset it to let "
-                                     "remotectl download it.")
             return named  # nothing is ever downloaded when the user named an agent
         from pyngrok import conf, installer
 
@@ -386,12 +382,9 @@ class CloudflaredTunnel(Tunnel):
     def prepare(self, echo: Echo) -> None:
         from remote import cloudflared
 
-        named = os.environ.get(CLOUDFLARED_VAR)
+        named = _named_executable(CLOUDFLARED_VAR, "cloudflared",
+                                  "use the one on PATH or download the pinned release")
         if named:
-            if not (os.path.isfile(named) and os.access(named, os.X_OK)):
-                raise RemotectlError(f"{CLOUDFLARED_VAR} names {named}, which is not an executable file",
-                                     f"Point {CLOUDFLARED_VAR} at cloudflared, or unset it to let "
-                                     "remotectl use the one on PATH or download the pinned release.")
             self.path = Path(os.path.abspath(named))
             return
         self.path = cloudflared.find_cloudflared([self.cache_dir])
@@ -466,3 +459,12 @@ def make_tunnel(kind: str, request: TunnelRequest) -> Tunnel:
     except KeyError:
         raise BadInput(f"unknown tunnel {kind!r} (available: {', '.join(sorted(PROVIDERS))})") from None
     return provider(request)
+
+
+def _named_executable(var: str, what: str, otherwise: str) -> Optional[str]:
+    """The executable an environment variable names (the user's choice beats any download)."""
+    named = os.environ.get(var)
+    if named and not (os.path.isfile(named) and os.access(named, os.X_OK)):
+        raise RemotectlError(f"{var} names {named}, which is not an executable file",
+                             f"Point {var} at {what}, or unset it to let remotectl {otherwise}.")
+    return named or None
