@@ -50,11 +50,12 @@ def shell_snippet() -> str:
     """POSIX shell: the facts of `python3`, `python` (as PATH resolves them) and $REMOTECTL_PYTHON."""
     code = base64.b64encode(_FACTS_PY.encode()).decode()
     run = f"-c 'import base64;exec(base64.b64decode(\"{code}\"))'"
+    # One that does not run still says so, with its path (a path with a quote just drops the line).
+    failed = "printf '@@interp {\"label\": \"%s\", \"path\": \"%s\"}\\n'"
     return (f"for rc_py in {' '.join(NAMES)}; do rc_p=$(command -v $rc_py 2>/dev/null) || continue; "
-            f'"$rc_p" {run} $rc_py "$rc_p" 2>/dev/null || echo "@@interp {{\\"label\\": \\"$rc_py\\"}}"; done; '
+            f'"$rc_p" {run} $rc_py "$rc_p" 2>/dev/null || {failed} $rc_py "$rc_p"; done; '
             'if [ -n "${REMOTECTL_PYTHON:-}" ]; then '
-            f'"$REMOTECTL_PYTHON" {run} {UP} "$REMOTECTL_PYTHON" 2>/dev/null '
-            f'|| echo "@@interp {{\\"label\\": \\"{UP}\\"}}"; fi')
+            f'"$REMOTECTL_PYTHON" {run} {UP} "$REMOTECTL_PYTHON" 2>/dev/null || {failed} {UP} "$REMOTECTL_PYTHON"; fi')
 
 
 @dataclass(frozen=True)
