@@ -43,7 +43,7 @@ from remote.server.processes import port_is_free
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "scripts" / "colab_bootstrap.ipynb"
 RUN_NAME = "Digits_MLP"  # project/config.json's "name"
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # the whole journey: run by `make test`
 
 
 class Transcript:
