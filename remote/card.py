@@ -48,6 +48,7 @@ class Card:
     session: str  # short id: names the HostKeyAlias `remotectl-<session>`
     tunnel: str = "direct"  # one of TUNNEL_KINDS
     path: Optional[str] = None  # the remote folder to open (where `up` ran: the project)
+    python: Optional[str] = None  # the interpreter `up` ran under (its sys.executable)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -58,6 +59,8 @@ class Card:
                   "k": self.host_key, "s": self.session, "t": self.tunnel}
         if self.path:
             fields["d"] = self.path
+        if self.python:
+            fields["x"] = self.python
         raw = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
         payload = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         head = f"{PREFIX}{VERSION}.{payload}"
@@ -96,7 +99,8 @@ def decode(text: str) -> Card:
         raise CardError("the card is damaged: its payload does not match its version")
     try:
         return Card(user=fields["u"], host=fields["h"], port=fields["p"], host_key=fields["k"],
-                    session=fields["s"], tunnel=fields.get("t", "direct"), path=fields.get("d"))
+                    session=fields["s"], tunnel=fields.get("t", "direct"), path=fields.get("d"),
+                    python=fields.get("x"))
     except KeyError as exc:
         raise CardError(f"the card lacks the field {exc.args[0]!r}") from exc
 
@@ -118,9 +122,17 @@ def validate(card: Card) -> None:
                                   or len(card.path) > 1024
                                   or any(ord(ch) < 32 or ch in '"\\' for ch in card.path)):
         raise CardError(f"the card's folder {card.path!r} is not an absolute remote path")
+    if card.python is not None and not plain_remote_path(card.python):
+        raise CardError(f"the card's interpreter {card.python!r} is not an absolute remote path")
     parts = card.host_key.split() if isinstance(card.host_key, str) else []
     if len(parts) != 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
         raise CardError("the card's host key is not an OpenSSH public key")
+
+
+def plain_remote_path(value: object) -> bool:
+    """An absolute path an ssh_config line or a shell hint can carry (no control chars, quotes)."""
+    return (isinstance(value, str) and value.startswith("/") and len(value) <= 1024
+            and not any(ord(ch) < 32 or ch in '"\\' for ch in value))
 
 
 def connect_line(card: Card) -> str:

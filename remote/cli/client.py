@@ -207,6 +207,8 @@ def _check(lay, name: str, timeout: float, result: dict, as_json: bool, deep: bo
               "a different key from now on is refused.")
     info(f"{name}: ok in {report.total_ms / 1000:.2f} s (round trip {report.rtt_ms:.0f} ms)", as_json)
     info(f"  {report.summary()}", as_json)
+    if report.interpreter and report.interpreter.get("advice"):  # ssh's python is not `up`'s
+        _warn(report.interpreter["advice"])
     return None
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
 from remote import keys
+from remote.client import interpreter
 from remote.errors import RemotectlError
 
 # Runs on the remote python. Quick mode reads torch's version and CUDA build from its files
@@ -51,8 +52,11 @@ def probe_command(deep: bool = False) -> str:
     code = base64.b64encode(f"DEEP = {deep}\n{PROBE_PY}".encode()).decode()
     return ('echo "@@host $(hostname 2>/dev/null || uname -n)"; '
             "if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null | sed 's/^/@@gpu /'; fi; "
-            "for py in python3 python; do if command -v $py >/dev/null 2>&1; then "
-            f"$py -c 'import base64;exec(base64.b64decode(\"{code}\"))'; break; fi; done")
+            # the interpreter `up` ran under first ($REMOTECTL_PYTHON, from our sshd's SetEnv)
+            'for py in "${REMOTECTL_PYTHON:-}" python3 python; do '
+            'if [ -n "$py" ] && command -v "$py" >/dev/null 2>&1; then '
+            f"\"$py\" -c 'import base64;exec(base64.b64decode(\"{code}\"))'; break; fi; done; "
+            + interpreter.shell_snippet())
 
 
 class HostKeyMismatch(RemotectlError):
@@ -99,6 +103,7 @@ class ProbeReport:
     total_ms: float = 0.0
     host_key: str = ""  # the key the server presented ("type base64")
     learned: bool = False  # True when it was recorded now (trust on first use)
+    interpreter: Optional[Dict[str, Any]] = None  # ssh's python vs `up`'s (remote.client.interpreter)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -220,6 +225,7 @@ def parse_probe(output: str) -> ProbeReport:
             report.cuda_build = data.get("cuda_build")
             report.cuda_checked = bool(data.get("cuda_checked"))
             report.torch_error = data.get("torch_error")
+    report.interpreter = interpreter.report(output)
     return report
 
 

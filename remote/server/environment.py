@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Dict, Mapping, Optional
 
 CARRIED_NAMES = frozenset({
@@ -54,3 +55,12 @@ def setenv_directive(env: Mapping[str, str]) -> str:
     if not env:
         return ""
     return "SetEnv " + " ".join(quote_setenv(k, env[k]) for k in sorted(env))
+
+
+def session_environment() -> Dict[str, str]:
+    """What our sshd sets: the carried variables, plus REMOTECTL_PYTHON, the interpreter `up` runs
+    under, so an ssh session whose rc files put another Python first still finds this one."""
+    env = carried_environment()
+    if sys.executable:
+        env["REMOTECTL_PYTHON"] = sys.executable
+    return env

@@ -24,6 +24,8 @@ def up_report(info: Dict[str, Any], detached: bool = False) -> List[str]:
         f"session    {info['session']}  (ready in {info.get('ready_seconds', 0):.2f} s)",
         f"state dir  {info['state_dir']}",
     ]
+    if info.get("python"):
+        lines.append(f"python     {info['python']}  (over ssh: $REMOTECTL_PYTHON)")
     if info.get("persist"):
         lines.insert(3, f"persist    {info['persist']}  (same host key on a fresh runtime)")
     if detached:
@@ -49,6 +51,8 @@ def status_report(report: Dict[str, Any]) -> List[str]:
             f"session    {report.get('session')}  since {report.get('started_at')}",
             f"state dir  {report['state_dir']}",
         ]
+        if report.get("python"):
+            lines.append(f"python     {report['python']}  (over ssh: $REMOTECTL_PYTHON)")
     lines.append(f"gpu        {report.get('gpu') or 'none found (no nvidia-smi)'}")
     if report.get("running"):
         lines.append(report["connect_line"])

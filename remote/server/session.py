@@ -131,7 +131,8 @@ class Server:
             endpoint = self.tunnel.open(local_host, settings.port, timeout=remaining)
             card = cards.Card(user=settings.user, host=endpoint.host, port=endpoint.port,
                               host_key=host_key, session=session_id, tunnel=self.tunnel.kind,
-                              path=os.path.abspath(self.options.workdir or os.getcwd()))
+                              path=os.path.abspath(self.options.workdir or os.getcwd()),
+                              python=sys.executable if cards.plain_remote_path(sys.executable) else None)
             self.info = self._describe(card, settings, endpoint.url, time.monotonic() - began)
             state.write_state(self.state_dir, self.info)
             return self.info
@@ -157,6 +158,7 @@ class Server:
             "tunnel_info": self.tunnel.describe(),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "ready_seconds": round(seconds, 3),
+            "python": card.python,  # the interpreter ssh sessions should use ($REMOTECTL_PYTHON)
         }
 
     # -- health and stop -----------------------------------------------------------------------
@@ -301,7 +303,7 @@ def status(state_dir: Path) -> Dict[str, Any]:
     tunnel_up = bool(provider) and provider.recorded_up(recorded, alive.get("agent", False), bool(sshd_up))
     keep = ("card", "connect_line", "host", "port", "user", "host_key", "fingerprint", "session",
             "tunnel", "public_url", "local_host", "local_port", "mode", "pid", "pids", "started_at",
-            "password_login")
+            "password_login", "python")
     report.update({k: recorded.get(k) for k in keep})
     report.update({"running": bool(sshd_up and tunnel_up), "sshd_up": bool(sshd_up),
                    "tunnel_up": bool(tunnel_up), "alive": alive})

@@ -45,7 +45,7 @@ class SshdSettings:
     bind: str = "127.0.0.1"
     password_login: bool = False
     user: str = field(default_factory=lambda: pwd.getpwuid(os.geteuid()).pw_name)
-    environment: Dict[str, str] = field(default_factory=environment.carried_environment)
+    environment: Dict[str, str] = field(default_factory=environment.session_environment)
     client_alive_interval: int = 30
     client_alive_count_max: int = 4
 

@@ -120,6 +120,7 @@ def test_tunnel_argv_carries_no_account_and_the_metrics_address():
         "--metrics", "127.0.0.1:45678"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_tunnel_that_never_reports_a_hostname_times_out_and_is_stopped(tmp_path, standin):
     metrics_port, log = free_port(), tmp_path / "cloudflared.log"

@@ -161,7 +161,7 @@ def test_server_checksum_mismatch_installs_nothing(standin, tmp_path, request):
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     request.addfinalizer(httpd.server_close)
     request.addfinalizer(httpd.shutdown)
     env = dict(base_env(standin, tmp_path, with_cloudflared=False), REMOTECTL_AUTHORIZED_KEY=public)
@@ -175,6 +175,7 @@ def test_server_checksum_mismatch_installs_nothing(standin, tmp_path, request):
     assert_nothing_runs_from(state_dir)
 
 
+@pytest.mark.slow
 def test_quick_tunnel_that_never_reports_a_hostname(standin, tmp_path):
     _, public = client_key(tmp_path / "client")
     env = dict(base_env(standin, tmp_path), REMOTECTL_AUTHORIZED_KEY=public,
@@ -217,6 +218,7 @@ def test_client_without_cloudflared_changes_nothing(standin, tmp_path):
 
 
 # -- a runtime reset with `--persist`: same host key, the entry updated in place -------------------
+@pytest.mark.slow
 def test_persist_survives_a_wiped_state_dir(standin, tmp_path, request):
     key, public = client_key(tmp_path / "client")
     persist = tmp_path / "drive" / "remotectl"

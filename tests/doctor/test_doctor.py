@@ -215,6 +215,7 @@ def test_healthy_setup_exits_zero(user, tmp_path_factory, request):
     assert len(plain.stdout.splitlines()) <= 25  # one screen
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_remote_side_running_server_then_stopped(tmp_path):
     env = _env(tmp_path)

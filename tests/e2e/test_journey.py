@@ -9,6 +9,12 @@ as VS Code's Remote-SSH would. Each seam is asserted: card parsed, entry written
 report, training over ssh, checkpoint pulled and evaluated with the accuracy the remote
 run logged, resume after a kill, and nothing left running after `remotectl down`.
 
+The notebook's PATH starts with another Python (a fresh venv without torch), as when a
+user's `~/.bashrc` runs `conda init` or `pyenv init`: `connect` must name the mismatch and the
+interpreter the server ran under, and the journey then runs that one by its full path, as the
+report tells a user to. (On a machine whose `~/.bashrc` puts pyenv first, ssh gets that one
+instead: the same mismatch, the same fix.)
+
 Set REMOTECTL_E2E_TRANSCRIPT=<file> to keep a transcript of the run (commands and the
 lines a user would see).
 """
@@ -37,7 +43,7 @@ from remote.server.processes import port_is_free
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "scripts" / "colab_bootstrap.ipynb"
 RUN_NAME = "Digits_MLP"  # project/config.json's "name"
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # the whole journey: run by `make test`
 
 
 class Transcript:
@@ -84,6 +90,7 @@ class Journey:
         self.info: Dict = {}
         self.card_line = ""
         self.connect_output = ""
+        self.python = ""  # the interpreter the server ran under, as the card names it
         self._copy_project()
         self.home.mkdir(mode=0o700)
         self.local_dir.mkdir()
@@ -123,12 +130,15 @@ class Journey:
         script = self.root / "bootstrap_cell.py"
         script.write_text(cell)
         agent = write_agent(self.root / "ngrok-agent")
+        other = self.root / "other-python"  # a real Python without torch, first on the notebook's PATH
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(other)], check=True, timeout=120)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("REMOTECTL_", "NGROK_", "PYNGROK_", "FAKE_"))}
         env.update(REMOTECTL_TUNNEL="ngrok", REMOTECTL_DETACH="1", REMOTECTL_STATE_DIR=str(self.state_dir),
                    REMOTECTL_PROJECT_DIR=str(self.remote_dir), PYNGROK_NGROK_PATH=str(agent),
                    NGROK_AUTHTOKEN=GOOD_TOKEN, REMOTECTL_AUTHORIZED_KEY=public_key,
-                   REMOTECTL_REPO_URL="file:///never-cloned-the-folder-exists")
+                   REMOTECTL_REPO_URL="file:///never-cloned-the-folder-exists",
+                   PATH=os.pathsep.join([str(other / "bin"), env.get("PATH", "")]))
         self.transcript.command("colab", "<run the bootstrap cell>")
         result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
                                 timeout=180, cwd=self.root, stdin=subprocess.DEVNULL)
@@ -185,6 +195,8 @@ def journey(tmp_path):
         j.transcript.output(connected.stdout + connected.stderr)
         assert connected.returncode == 0, connected.stderr
         j.connect_output = connected.stdout + connected.stderr
+        j.python = card.python or ""
+        assert j.python == sys.executable, "the card names the interpreter the cell ran under"
         yield j
     finally:
         if (j.state_dir / "state.json").exists():
@@ -221,6 +233,11 @@ def test_bootstrap_connect_train_pull_test_down(journey):
     _assert_entry_written(j)
     assert re.search(r"colab: ok in [0-9.]+ s", j.connect_output), j.connect_output
     assert re.search(r"\| Python 3\.\d+\.\d+ \| torch \d+\.\d+", j.connect_output), j.connect_output
+    # ssh's `python3` is another one: connect says so, names the likely cause and the full path that works
+    warning = j.connect_output[j.connect_output.index("remotectl: warning: over ssh, `python3`"):]
+    assert f"not the Python the server ran under, {sys.executable} (" in warning, warning
+    assert "Likely cause:" in warning and "~/.bashrc" in warning, warning
+    assert f"Fix: run the full path, e.g. `{shlex.quote(sys.executable)} project/train.py" in warning, warning
     assert "nvidia-smi" in j.connect_output or "GPU" in j.connect_output
     # seam: the printed VS Code command opens the folder the cell put the project in
     assert card.path == str(j.remote_dir)
@@ -230,15 +247,21 @@ def test_bootstrap_connect_train_pull_test_down(journey):
     report = json.loads(check.stdout)["check"]
     assert report["ok"] and report["python"] and report["torch"] and report["cuda_checked"]
     assert isinstance(report["cuda"], bool) and "gpus" in report
+    found = report["interpreter"]
+    assert found["up"]["executable"] == sys.executable and found["up"]["torch"] == report["torch"]
+    assert not found["ok"] and "python3" in found["differ"] and found["ssh"]["python3"]["torch"] is None
+    assert "not the Python the server ran under" in check.stderr
     j.transcript.output(check.stderr, keep=r"ok in|\|")
 
     # the remote session sees the notebook's environment and the project folder
-    env = j.ssh(j.in_remote("python -c 'import sys, torch; print(sys.version_info[0], torch.__version__)' "
+    # ... and the interpreter the server ran under, by the name the report gives for ssh sessions
+    env = j.ssh(j.in_remote("\"$REMOTECTL_PYTHON\" -c 'import sys, torch; print(sys.executable)' "
                             "&& ls project/train.py"))
     assert env.returncode == 0 and "project/train.py" in env.stdout, env.stderr
+    assert env.stdout.splitlines()[0] == sys.executable, env.stdout
 
     # train on the remote machine, through the real ssh client and the written config
-    train = j.ssh(j.in_remote("python project/train.py -c project/config.json "
+    train = j.ssh(j.in_remote(f"{shlex.quote(j.python)} project/train.py -c project/config.json "
                               "--set trainer.epochs=2 --run-id e2e"))
     j.transcript.output(train.stdout + train.stderr, keep=r"^(epoch \d+/\d+|final:|checkpoints:)")
     assert train.returncode == 0, train.stderr[-3000:]
@@ -275,7 +298,7 @@ def test_bootstrap_connect_train_pull_test_down(journey):
                                 stdin=subprocess.DEVNULL)
     assert local_test.returncode == 0, local_test.stderr
     j.transcript.output(local_test.stdout)
-    remote_test = j.ssh(j.in_remote(f"python project/test.py -r {shlex.quote(str(remote_run / 'model_best.pth'))}"))
+    remote_test = j.ssh(j.in_remote(f"{shlex.quote(j.python)} project/test.py -r {shlex.quote(str(remote_run / 'model_best.pth'))}"))
     assert remote_test.returncode == 0, remote_test.stderr
 
     def accuracy(out: str) -> float:
@@ -302,13 +325,15 @@ def test_training_killed_after_epoch_one_resumes_over_ssh(journey):
     first = run_dir / "checkpoint-epoch1.pth"
 
     # `cd ... || exit;` not `cd ... &&`: with `&&` the `&` would background a subshell, not python
-    started = j.ssh(f"cd {shlex.quote(str(j.remote_dir))} || exit 1; nohup python project/train.py {args} "
+    started = j.ssh(f"cd {shlex.quote(str(j.remote_dir))} || exit 1; nohup {shlex.quote(j.python)} project/train.py {args} "
                     "> train-killed.log 2>&1 < /dev/null & echo $!")
     assert started.returncode == 0, started.stderr
     pid = int(started.stdout.split()[-1])
 
     # watch for epoch 1's checkpoint on the remote side, then kill the run as a runtime reset would
-    killed = j.ssh(f"for i in $(seq 3000); do [ -f {shlex.quote(str(first))} ] && break; sleep 0.05; done; "
+    # (stops waiting as soon as the run has died: a run that cannot start fails here, not in minutes)
+    killed = j.ssh(f"for i in $(seq 3000); do [ -f {shlex.quote(str(first))} ] && break; "
+                   f"kill -0 {pid} 2>/dev/null || break; sleep 0.05; done; "
                    f"[ -f {shlex.quote(str(first))} ] && kill -9 {pid} && echo killed {pid}")
     assert killed.returncode == 0 and f"killed {pid}" in killed.stdout, \
         (killed.stderr, (j.remote_dir / "train-killed.log").read_text()[-3000:])
@@ -318,7 +343,7 @@ def test_training_killed_after_epoch_one_resumes_over_ssh(journey):
     left = sorted(p.name for p in run_dir.glob("checkpoint-epoch*.pth"))
     assert left == ["checkpoint-epoch1.pth"], left
 
-    resumed = j.ssh(j.in_remote(f"python project/train.py {args} --resume auto"))
+    resumed = j.ssh(j.in_remote(f"{shlex.quote(j.python)} project/train.py {args} --resume auto"))
     out = resumed.stdout + resumed.stderr
     j.transcript.output(out, keep=r"^(resumed from|epoch \d+/\d+|final:)")
     assert resumed.returncode == 0, out[-3000:]

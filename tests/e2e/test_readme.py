@@ -1,4 +1,4 @@
-"""The README's journey shows the bootstrap cell the notebook really has, and keeps the quick start."""
+"""The README a newcomer reads: its first screen, the cell settings it shows, the quick start."""
 
 from __future__ import annotations
 
@@ -11,19 +11,39 @@ import nbformat
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_readme_shows_the_notebooks_cell_verbatim():
+def _readme() -> str:
+    return (REPO / "README.md").read_text()
+
+
+def test_readme_shows_the_notebooks_settings_verbatim():
     nb = nbformat.read(REPO / "scripts" / "colab_bootstrap.ipynb", as_version=4)
     (cell,) = [c.source for c in nb.cells if c.cell_type == "code"]
-    readme = (REPO / "README.md").read_text()
-    blocks = re.findall(r"^( *)```python\n(.*?)^\1```", readme, re.M | re.S)
-    shown = [textwrap.dedent(body) for _, body in blocks]
-    assert cell.rstrip() + "\n" in shown, "README's bootstrap cell differs from scripts/colab_bootstrap.ipynb"
+    cell_lines = set(cell.splitlines())
+    blocks = [textwrap.dedent(body) for _, body in
+              re.findall(r"^( *)```python\n(.*?)^\1```", _readme(), re.M | re.S)]
+    shown = next((b for b in blocks if b.startswith("REPO_URL = ")), None)
+    assert shown is not None, "the README shows the cell's settings, REPO_URL first"
+    for line in shown.splitlines():
+        assert line in cell_lines, f"README shows a setting the cell does not have: {line}"
 
 
-def test_readme_journey_and_quick_start():
-    readme = (REPO / "README.md").read_text()
-    assert "make train" in readme and "make test" in readme
-    assert "```mermaid" in readme
-    journey = readme[readme.index("## The journey"):readme.index("## Commands")]
+def test_first_screen_says_what_it_is_where_it_may_run_and_the_three_actions():
+    readme = _readme()
+    journey_at = readme.index("## The journey")
+    note = readme[:journey_at]
+    assert "Colab's FAQ" in note and "not allowed on" in note and "free Colab runtimes" in note
+    for elsewhere in ("paid runtime", "Kaggle-like notebooks", "cloud VMs", "lab servers"):
+        assert elsewhere in note, elsewhere
+    journey = readme[journey_at:readme.index("## Commands")]
     steps = re.findall(r"^\d\. \*\*(.+?)\*\*", journey, re.M)
     assert steps == ["Run the bootstrap cell", "Paste that line", "Open VS Code"]
+    assert readme.count("\n", 0, readme.index("3. **Open VS Code**")) < 80, "the actions come first"
+    assert "project/README.md" in readme  # the template's guide lives there
+
+
+def test_quick_start_and_no_made_up_repository():
+    readme = _readme()
+    assert "make train" in readme and "make test" in readme
+    made_up = "github.com/" + "remotectl/remotectl"  # the repository that never existed
+    for text in (readme, (REPO / "scripts" / "colab_bootstrap.ipynb").read_text()):
+        assert made_up not in text

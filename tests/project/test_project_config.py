@@ -128,6 +128,7 @@ def test_config_mistake_exit_status_of_the_process(train, tmp_path, index):
     assert re.search(expected.format(file=re.escape(path)), run.stderr)
 
 
+@pytest.mark.slow
 def test_yaml_config_from_inside_project_with_short_flags_and_set(train, tmp_path):
     """A YAML config, run from inside project/: overrides are typed, a relative save_dir
     means the repository's saved/, and the run id is a timestamp to the microsecond."""

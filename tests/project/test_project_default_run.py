@@ -70,6 +70,7 @@ def test_checkpoint_contents_and_pruning(default_run):
     assert best["metrics"]["val_accuracy"] == summary["best"]["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_test_py_matches_the_trainer(default_run):
     run, _ = default_run
     best = run.run_dir / "model_best.pth"
@@ -88,6 +89,7 @@ def test_test_py_matches_the_trainer(default_run):
     assert abs(accuracy - val_result["accuracy"]) < 0.05
 
 
+@pytest.mark.slow
 def test_test_py_bad_checkpoint_is_one_line(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")

@@ -44,6 +44,7 @@ def wait_for(predicate, timeout, proc):
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigkill_during_saves_leaves_only_complete_checkpoints_and_resume_auto_continues(save_dir):
     run_dir = save_dir / "models" / "Digits_MLP" / "killed"
@@ -99,6 +100,7 @@ def test_sigkill_during_saves_leaves_only_complete_checkpoints_and_resume_auto_c
                 kill(proc)
 
 
+@pytest.mark.slow
 def test_resume_auto_starts_fresh_then_continues_the_latest_run_and_never_overwrites(train):
     run = train("--set", "trainer.epochs=1", "--resume", "auto", run_id="fresh")
     assert run.returncode == 0, run.stderr

@@ -28,6 +28,7 @@ def assert_same_tree(a, b, path="state"):
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["epochs", "iterations"])
 def test_resumed_run_equals_uninterrupted_run(train, mode):
@@ -62,6 +63,7 @@ def test_resumed_run_equals_uninterrupted_run(train, mode):
         assert a["data_state"] == {"pass": 52 // 20, "offset": 52 % 20}  # 20 batches per pass
 
 
+@pytest.mark.slow
 def test_early_stop_is_exact(train):
     # lr 0: the validation loss never improves after epoch 1, so early_stop=2 ends at epoch 3
     run = train("--set", "trainer.epochs=10", "--set", "trainer.early_stop=2", "--set", "optimizer.args.lr=0",

@@ -24,6 +24,7 @@ def torchrun(save_dir, *args, run_id="t", config=..., timeout=300) -> Run:
     return Run(proc, save_dir, "Digits_MLP", run_id)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_ddp_two_processes_train_as_one_run(save_dir):
     run = torchrun(save_dir, "--set", "trainer.verbosity=1", run_id="ddp")
@@ -47,6 +48,7 @@ def test_ddp_two_processes_train_as_one_run(save_dir):
     assert "module." not in next(iter(state["state_dict"]))  # the plain model's weights
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_checkpoints_move_between_single_process_and_ddp(train, save_dir):
     loader = ["--set", "data_loader.args.device_resident=false"]  # the DataLoader + DistributedSampler path
@@ -66,6 +68,7 @@ def test_checkpoints_move_between_single_process_and_ddp(train, save_dir):
     assert load_checkpoint(single.run_dir / "checkpoint-epoch3.pth")["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_accumulation_of_k_micro_batches_equals_one_batch_of_k_times_b(train):
     common = ["--epochs", "1", "--set", "optimizer.type=SGD", "--set", "optimizer.args={lr: 0.1}",
               "--set", "lr_scheduler=null", "--set", "arch.args.dropout=0"]
@@ -118,6 +121,7 @@ print(checked)
     assert int(proc.stdout.strip()) > 50
 
 
+@pytest.mark.slow
 def test_compile_fp16_and_clipping_train_and_resume(train):
     options = ["--set", "trainer.compile={backend: eager}", "--set", "trainer.amp=fp16",
                "--set", "trainer.clip_grad_norm=1.0"]

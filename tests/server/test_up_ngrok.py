@@ -88,6 +88,7 @@ def test_ngrok_refusals_are_explained_and_nothing_left(ngrok_agent, tmp_path, to
     assert token not in (state_dir / "ngrok.log").read_text()
 
 
+@pytest.mark.slow
 def test_silent_agent_times_out_clearly(ngrok_agent, tmp_path):
     _key, env = _env(tmp_path, "silent_" + GOOD_TOKEN)
     state_dir = tmp_path / "state"
