@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 from remote.errors import RemotectlError
 from remote.server import children, login_probe, passwords, processes, state
 from remote.server.sshd import banner_answers
-from remote.server.tunnels import PROVIDERS, forget_agent_config
+from remote.server.tunnels import NGROK_CONFIG, PROVIDERS, forget_agent_config
 
 Echo = Callable[[str], None]
 
@@ -115,7 +115,7 @@ def stop_recorded(state_dir: Path, grace: float = 10.0) -> Dict[str, Any]:
         except RemotectlError as exc:
             result["problems"].append(exc.message)
     result["notes"] = [n for n in notes if n]
-    result["problems"] += _tidy(state_dir, record)
+    result["problems"] += _tidy(state_dir)
     result["stopped"] = stopped
     if info is not None:
         result["port"] = info.local_port
@@ -123,14 +123,18 @@ def stop_recorded(state_dir: Path, grace: float = 10.0) -> Dict[str, Any]:
     return result
 
 
-def _tidy(state_dir: Path, record: Optional[children.Record]) -> List[str]:
+def _tidy(state_dir: Path) -> List[str]:
+    """Remove the token file and the records; what could not be removed, in words."""
     problems = []
-    steps = [("the ngrok agent config (it holds the token)", lambda: forget_agent_config(state_dir)),
-             ("state.json", lambda: state.clear_state(state_dir)),
-             ("children.json", lambda: record.remove() if record else None)]
-    for what, step in steps:
+    for name, what in ((NGROK_CONFIG, "the ngrok agent config (it holds your token)"),
+                       (state.STATE_FILE, "state.json"), (children.RECORD, "children.json")):
+        path = state_dir / name
+        if not path.exists():
+            continue  # (a read-only folder would refuse even to unlink a missing file)
         try:
-            step()
+            path.unlink()
+        except FileNotFoundError:
+            pass
         except OSError as exc:
             problems.append(f"could not remove {what} from {state_dir}: {exc.strerror}")
     return problems
@@ -173,10 +177,11 @@ def status(state_dir: Path) -> Dict[str, Any]:
         if alive["owner"]:
             live[_owner_name(record.owner.mode)] = record.owner.pid
         found = record.running()
-        for name in record.children:
+        kind = info.tunnel if info else "tunnel"
+        for name in sorted(record.children, key=lambda n: (n != "sshd", n)):  # sshd, then the agent
             alive[name] = name in found
             if name in found:
-                live[name] = next(iter(found[name]))
+                live[f"{kind} agent" if name == "agent" else name] = next(iter(found[name]))
     sshd_up = bool(info and alive.get("sshd") and banner_answers(_loopback(info.local_host), info.local_port))
     provider = PROVIDERS.get(info.tunnel) if info else None
     tunnel_up = bool(provider and provider.recorded_up(info.to_dict(), alive.get("agent", False), sshd_up))

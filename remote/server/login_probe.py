@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import secrets
 import shlex
@@ -60,6 +61,7 @@ def prove(target: Target, authorized_keys: Path, keys_lines: List[str], log_path
     """Log in once through `target` with a one-use key; seconds it took, or an explained error."""
     import paramiko
 
+    _quiet_paramiko()
     private_pem, public_line = keys.generate_ed25519(PROBE_COMMENT)
     nonce = "remotectl-probe-ok-" + secrets.token_hex(8)
     probe_line = f'restrict,command="echo {nonce}" {public_line}'
@@ -96,6 +98,15 @@ def prove(target: Target, authorized_keys: Path, keys_lines: List[str], log_path
         client.close()
         atomic_write(authorized_keys, authorized_lines(keys_lines), mode=0o600)
     return time.monotonic() - began
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs a failed handshake with a traceback; without a handler Python prints it on
+    stderr. The failure is explained by us instead (a NullHandler still lets a configured root
+    logger see it)."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
 
 
 def explain(target: Target, exc: BaseException, log: str) -> RemotectlError:

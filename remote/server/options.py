@@ -72,15 +72,10 @@ def check_input(options: UpOptions, creds: Credentials, echo: Echo) -> None:
         passwords.check_strength(creds.password, user)
     if options.tunnel == "ngrok" and not creds.ngrok_token:
         make_tunnel("ngrok", TunnelRequest(state_dir=folder))  # raises BadInput
-    check_state_dir(folder)
     if options.persist and _inside(folder, Path(options.persist)):
         raise BadInput(f"the state dir {folder} is inside the --persist folder {options.persist}",
                        "The state dir holds this run's secrets (the ngrok token); keep it on this machine "
                        "(leave --state-dir out) and only the identity in the persist folder.")
-    if options.tunnel == "direct" and options.bind in ("127.0.0.1", "::1", "localhost"):
-        echo(f"note: --tunnel direct with --bind {options.bind}: the card works only on this machine. "
-             "To reach it from another, add --bind 0.0.0.0 (or this machine's address) and a --port "
-             "your network lets through.")
     if creds.password:
         other = passwords.running_elsewhere()
         if other and other != str(folder):
@@ -88,6 +83,11 @@ def check_input(options: UpOptions, creds: Credentials, echo: Echo) -> None:
                 f"a password server already runs on this machine (from {other}); two would fight "
                 f"over {served_user()}'s password",
                 f"Stop it first: remotectl down --state-dir {other}   (or use key login)")
+    check_state_dir(folder)  # last: it makes the folder, which a refusal above should not leave
+    if options.tunnel == "direct" and options.bind in ("127.0.0.1", "::1", "localhost"):
+        echo(f"note: --tunnel direct with --bind {options.bind}: the card works only on this machine. "
+             "To reach it from another, add --bind 0.0.0.0 (or this machine's address) and a --port "
+             "your network lets through.")
 
 
 def check_state_dir(folder: Path) -> None:
@@ -119,4 +119,3 @@ def unwritable(folder: Path, exc: OSError) -> BadInput:
 def _inside(child: Path, parent: Path) -> bool:
     child, parent = Path(os.path.realpath(child)), Path(os.path.realpath(parent))
     return child == parent or parent in child.parents
-

@@ -18,6 +18,10 @@ file) or by FAKE_NGROK_MODE:
     nocard...  / card-required  the session starts, but creating a TCP endpoint answers 502
                                 with ERR_NGROK_8013 in the body, as the agent's API does
     silent...  / silent         prints nothing and hangs (pyngrok would wait forever)
+    drop                        the endpoint is created, but its public port closes every
+                                connection at once (an edge that never reaches the agent)
+    FAKE_NGROK_FORWARD_TO=h:p   every public port forwards to h:p instead of the upstream
+                                asked for (an address that reaches some other machine)
     FAKE_NGROK_ARGV_LOG=path    appends each invocation's argv (JSON) to that file
 """
 
@@ -93,8 +97,9 @@ def add_authtoken(argv: list) -> int:
 class Forward:
     """A public port that forwards each connection to the upstream, both ways."""
 
-    def __init__(self, public_host: str, upstream: tuple) -> None:
+    def __init__(self, public_host: str, upstream: tuple, drop: bool = False) -> None:
         self.upstream = upstream
+        self.drop = drop
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((public_host, 0))
@@ -112,6 +117,9 @@ class Forward:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        if self.drop:
+            client.close()
+            return
         try:
             upstream = socket.create_connection(self.upstream, timeout=10)
             upstream.settimeout(None)
@@ -184,7 +192,8 @@ class Agent:
             log("eror", "failed to start tunnel", obj="tunnels", err=f'"{CARD_REQUIRED}"')
             return 502, {"error_code": 102, "status_code": 502, "msg": "failed to start tunnel",
                          "details": {"err": CARD_REQUIRED.replace("\\r", "\r").replace("\\n", "\n")}}
-        forward = Forward(self.public_host, parse_upstream(upstream_url))
+        elsewhere = os.environ.get("FAKE_NGROK_FORWARD_TO")
+        forward = Forward(self.public_host, parse_upstream(elsewhere or upstream_url), drop=self.mode == "drop")
         public = f"tcp://{self.public_host}:{forward.port}"
         record = {
             "id": f"ep_{uuid.uuid4().hex[:24]}", "name": name, "uri": f"/api/{api}/{quote(name, safe='')}",
