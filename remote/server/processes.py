@@ -56,17 +56,26 @@ def command_line(pid: int) -> List[str]:
 def has_arguments(argv: Sequence[str], marker: Sequence[str]) -> bool:
     """Whether `marker` appears in `argv` as consecutive arguments.
 
-    A process that rewrote its title (sshd's listener: "sshd: /usr/sbin/sshd -D -f CFG
+    `--name=value` counts as `--name value` (pyngrok 7 writes the one, 9 the other). A
+    process that rewrote its title (sshd's listener: "sshd: /usr/sbin/sshd -D -f CFG
     [listener] ...") shows one space-joined string, which is matched as words.
     """
     marker = list(marker)
     if not marker:
         return False
+    argv = [part for arg in argv for part in _split_option(arg)]  # --config=P is --config P
     n = len(marker)
     if any(list(argv[i:i + n]) == marker for i in range(len(argv) - n + 1)):
         return True
     joined = f" {' '.join(argv)} "
     return len(argv) == 1 and f" {' '.join(marker)} " in joined
+
+
+def _split_option(arg: str) -> List[str]:
+    if arg.startswith("--") and "=" in arg:
+        name, _, value = arg.partition("=")
+        return [name, value]
+    return [arg]
 
 
 def find_started(marker: Sequence[str], not_before: int, not_after: int) -> Dict[int, int]:

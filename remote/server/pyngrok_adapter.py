@@ -33,9 +33,15 @@ class Agent:
 
 
 def version() -> Tuple[int, ...]:
+    """The installed pyngrok's version (7.0 has no __version__; its package metadata has)."""
     import pyngrok
 
-    return tuple(int(p) for p in re.findall(r"\d+", pyngrok.__version__)[:3])
+    text = getattr(pyngrok, "__version__", None)
+    if not text:
+        from importlib.metadata import version as dist_version
+
+        text = dist_version("pyngrok")
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
 
 def check_supported(found: Optional[Tuple[int, ...]] = None) -> None:

@@ -4,7 +4,7 @@ It behaves toward pyngrok (9.x, and 8.x's /api/tunnels) as the real agent does:
 
     ngrok --version                                 -> "ngrok version 3.22.1"
     ngrok config add-authtoken TOKEN [--config P]   -> writes P, "Authtoken saved to configuration file: P"
-    ngrok start --none --log stdout [--config P] [--region R] [--authtoken T]
+    ngrok start --none --log stdout [--config P] [--region R] [--authtoken T]   (or --flag=value)
         logfmt lines on stdout: "starting web service" obj=web addr=127.0.0.1:PORT, then
         "client session established" and "tunnel session started", printed only once the
         HTTP API listens; then serves POST/GET/DELETE /api/endpoints and /api/tunnels, and for
@@ -67,10 +67,12 @@ def default_config_path() -> str:
 
 
 def option(argv: list, name: str):
-    if name in argv:
-        i = argv.index(name)
-        if i + 1 < len(argv):
+    """`--name value` or `--name=value`, as the real agent's flag parser takes both."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
             return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1:]
     return None
 
 

@@ -51,6 +51,9 @@ def test_login_through_the_tunnel(ngrok_agent, tmp_path):
         # the agent's config holds the token, 0600, in the state dir; argv never did
         assert stat.S_IMODE((state_dir / "ngrok.yml").stat().st_mode) == 0o600
         argvs = [json.loads(line) for line in (tmp_path / "argv.log").read_text().splitlines()]
+        # `--flag value` (pyngrok 9) or `--flag=value` (pyngrok 7): the same to the agent
+        argvs = [[part for arg in a for part in (arg.split("=", 1) if arg.startswith("--") else [arg])]
+                 for a in argvs]
         starts = [a for a in argvs if a and a[0] == "start"]
         assert starts and all("--config" in a and "--authtoken" not in a for a in starts)
         assert all(GOOD_TOKEN not in " ".join(a) for a in argvs)
