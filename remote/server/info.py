@@ -40,7 +40,7 @@ class ServerInfo:
     tunnel_info: Dict[str, Any] = field(default_factory=dict)  # the provider's own facts
     started_at: str = ""  # ISO 8601, UTC
     ready_seconds: float = 0.0  # from the call of `up` to the proven login
-    proven: str = ""  # how the login that made it ready went, in words
+    proof_seconds: float = 0.0  # the one-use probe key's login through public_url (part of ready_seconds)
     persist: Optional[str] = None  # the --persist folder, if any
     python: str = field(default_factory=lambda: sys.executable)  # the interpreter `up` ran under
 

@@ -80,7 +80,7 @@ def prove(target: Target, authorized_keys: Path, keys_lines: List[str], log_path
                        allow_agent=False, look_for_keys=False, timeout=timeout,
                        banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout)
         _, stdout, _ = client.exec_command("probe", timeout=timeout)
-        answer = stdout.read(200).decode(errors="replace")
+        answer = stdout.readline(200)  # the nonce's line; no need to wait for the session's end
         if nonce not in answer:
             raise RemotectlError(f"the probe login through {_where(target)} ran, but its forced command "
                                  f"answered {answer.strip()[:80]!r}",

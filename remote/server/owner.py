@@ -112,15 +112,15 @@ class Server:
             card = cards.Card(user=settings.user, host=endpoint.host, port=endpoint.port,
                               host_key=host_key, session=session_id, tunnel=self.tunnel.kind,
                               path=os.path.abspath(self.options.workdir or os.getcwd()))
-            proven = f"a one-use key logged in through {endpoint.url} in {took:.2f} s"
-            self.info = self._describe(card, settings, endpoint.url, proven)
+            self.info = self._describe(card, settings, endpoint.url, took)
             state.write_info(self.state_dir, self.info)
             return self.info
         except BaseException:
             self.stop()
             raise
 
-    def _describe(self, card: cards.Card, settings: SshdSettings, public_url: str, proven: str) -> ServerInfo:
+    def _describe(self, card: cards.Card, settings: SshdSettings, public_url: str,
+                  proof_seconds: float) -> ServerInfo:
         assert self.record is not None and self.tunnel is not None
         return ServerInfo(
             card=card.encode(), connect_line=cards.connect_line(card), host=card.host, port=card.port,
@@ -131,7 +131,7 @@ class Server:
             mode=self.mode, pid=os.getpid(), pids=self.record.pids(), starts=self.record.starts(),
             tunnel_info=self.tunnel.describe(), persist=self.options.persist,
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            ready_seconds=round(time.monotonic() - self.began, 3), proven=proven)
+            ready_seconds=round(time.monotonic() - self.began, 3), proof_seconds=round(proof_seconds, 3))
 
     def republish(self) -> None:
         """Rewrite state.json after a child changed (e.g. a restarted agent): pids and tunnel facts."""

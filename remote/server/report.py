@@ -23,11 +23,10 @@ def up_report(info: ServerInfo, detached: bool = False) -> List[str]:
         f"sshd       {info.local_host}:{info.local_port}  user {info.user}, {logins(info)}",
         f"tunnel     {info.tunnel}  {info.public_url}",
         f"host key   {info.fingerprint}",
-        f"proven     {info.proven}" if info.proven else "",
+        f"proven     a one-use key logged in through {info.public_url} in {info.proof_seconds:.2f} s",
         f"session    {info.session}  (ready in {info.ready_seconds:.2f} s)",
         f"state dir  {info.state_dir}",
     ]
-    lines = [line for line in lines if line]
     if info.persist:
         lines.insert(3, f"persist    {info.persist}  (same host key on a fresh runtime)")
     if detached:

@@ -159,7 +159,8 @@ def main() -> None:
         answer({"ok": False, "message": f"the supervisor failed: {type(exc).__name__}",
                 "hint": f"See {Path(args.state_dir) / LOG}."})
         sys.exit(1)
-    echo(f"ready: {info.public_url} (sshd pid {info.pids.get('sshd')}); {info.proven}")
+    echo(f"ready: {info.public_url} (sshd pid {info.pids.get('sshd')}); the probe login took "
+         f"{info.proof_seconds:.2f} s")
     if not answer({"ok": True, "info": info.to_dict()}):
         stopped = server.stop()
         echo(f"the `up` that started this supervisor is gone, so nobody has the card: stopped {stopped}")

@@ -84,6 +84,14 @@ def _supervisor_pid(state_dir: Path) -> Optional[int]:
     return None
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "(gone)"
+
+
 def _measure(kind: str, state_dir: Path, runner: Runner, env: Dict[str, str]) -> float:
     """Seconds from launch to ready for one undisturbed start (then stopped again)."""
     began = time.monotonic()
@@ -154,8 +162,9 @@ def _kill_round(kind: str, state_dir: Path, runner: Runner, env: Dict[str, str],
     live = our_processes(state_dir)  # scanned after status: nothing can have started since
     if effective != "detach-parent" or not (state_dir / "state.json").exists():
         if live:
-            assert (code, report["state"]) == (1, "broken"), (where, report, live)
-            assert set(report["live"].values()) >= set(live), (where, report["live"], live)
+            seen = {pid: _cmdline(pid) for pid in live}
+            assert (code, report["state"]) == (1, "broken"), (where, report, seen)
+            assert set(report["live"].values()) >= set(live), (where, report["live"], seen)
             assert "remotectl down" in report["fix"]
         else:
             assert (code, report["state"]) in ((3, "not running"), (1, "broken")), (where, report)
