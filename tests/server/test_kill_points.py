@@ -84,6 +84,14 @@ def _supervisor_pid(state_dir: Path) -> Optional[int]:
     return None
 
 
+def _wait_connections_gone(state_dir: Path, timeout: float = 15) -> None:
+    """sshd re-executes itself per connection (`sshd ... -f CFG -R`); the probe's ends with its client."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_cmdline(p).rstrip().endswith(" -R")
+                                              for p in our_processes(state_dir)):
+        time.sleep(0.05)
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -158,6 +166,7 @@ def _kill_round(kind: str, state_dir: Path, runner: Runner, env: Dict[str, str],
         while _supervisor_pid(state_dir) and not (state_dir / "state.json").exists() \
                 and time.monotonic() < deadline:
             time.sleep(0.05)
+    _wait_connections_gone(state_dir)
     code, report = status(state_dir, env=env, runner=runner.run)
     live = our_processes(state_dir)  # scanned after status: nothing can have started since
     if effective != "detach-parent" or not (state_dir / "state.json").exists():
