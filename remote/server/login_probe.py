@@ -26,6 +26,7 @@ from typing import List, Optional
 from remote import keys
 from remote.errors import RemotectlError
 from remote.files import atomic_write
+from remote.server import strictmodes
 
 PROBE_COMMENT = "remotectl-probe"
 
@@ -115,11 +116,12 @@ def explain(target: Target, exc: BaseException, log: str) -> RemotectlError:
     for line in log.splitlines():
         if "Authentication refused" in line and "bad ownership or modes" in line:
             folder = line.split("bad ownership or modes for", 1)[1].strip().split(" ", 1)[-1]
-            return RemotectlError(
-                f"sshd refuses every key: StrictModes rejects {_mode_of(folder)}",
-                "sshd wants authorized_keys and every folder above it owned by root or you and "
-                "not writable by group or others. Use a --state-dir only you can write (the default "
-                f"~/.local/state/remotectl), or: chmod go-w {shlex.quote(folder)}")
+            try:
+                info: Optional[os.stat_result] = os.stat(folder)
+            except OSError:
+                info = None
+            return RemotectlError(f"sshd refuses every key: StrictModes rejects {_mode_of(folder)}",
+                                  strictmodes.refusal_hint(Path(folder), info))
     if "Accepted publickey" not in log and "Connection from" not in log and "Connection closed" not in log \
             and "Received disconnect" not in log and "authenticating user" not in log:
         return RemotectlError(

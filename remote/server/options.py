@@ -95,7 +95,7 @@ def check_state_dir(folder: Path) -> None:
     refused = strictmodes.first_refused(folder)
     if refused:
         raise BadInput(f"--state-dir {folder}: {strictmodes.describe(*refused)}",
-                       strictmodes.refusal_hint(refused[0]))
+                       strictmodes.refusal_hint(*refused))
     try:
         state.prepare(folder)
         probe = folder / ".remotectl-write-test"

@@ -94,8 +94,12 @@ def describe(folder: Path, info: os.stat_result) -> str:
     return f"{folder} (mode {mode:04o}, owner {owner}) is {' and '.join(why)}"
 
 
-def refusal_hint(folder: Path) -> str:
-    return ("sshd's StrictModes refuses every key kept under a folder that others can write, so no "
+def refusal_hint(folder: Path, info: Optional[os.stat_result] = None) -> str:
+    """What to do: another state dir; chmod only for a folder of the user's own (never /tmp's kind)."""
+    text = ("sshd's StrictModes refuses every key kept under a folder that others can write, so no "
             "login could work. Use a --state-dir only you can write (the default is "
-            "~/.local/state/remotectl), or take the write bit away: "
-            f"chmod go-w {folder}")
+            "~/.local/state/remotectl)")
+    shared = info is not None and (info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid())
+    if info is None or shared:
+        return text + "."
+    return text + f", or take the write bit away: chmod go-w {folder}"

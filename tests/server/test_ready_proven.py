@@ -94,7 +94,7 @@ def test_the_probe_explains_strictmodes_from_sshds_own_log(tmp_path):
         server.stop()
     error = caught.value
     assert error.message == f"sshd refuses every key: StrictModes rejects {server.root} (mode 0777)"
-    assert "--state-dir" in error.hint and f"chmod go-w {server.root}" in error.hint
+    assert "--state-dir only you can write" in error.hint and f"chmod go-w {server.root}" in error.hint
     assert server.authorized_keys_path.read_text() == ""  # the probe's line was taken out again
 
 
@@ -115,7 +115,9 @@ def test_a_state_dir_strictmodes_would_reject_is_refused_up_front(tmp_path, mode
     first = result.stderr.splitlines()[0]
     assert first == (f"remotectl: error: --state-dir {state_dir}: {shared} (mode {mode:04o}, owner root) "
                      f"is {words}")
-    assert "StrictModes" in result.stderr and f"chmod go-w {shared}" in result.stderr
+    assert "StrictModes" in result.stderr and "--state-dir only you can write" in result.stderr
+    # chmod is offered for a folder of one's own, never for a shared sticky one such as /tmp
+    assert (f"chmod go-w {shared}" in result.stderr) == (not mode & stat.S_ISVTX)
     assert not (shared / "remotectl").exists()  # nothing was made
 
 
