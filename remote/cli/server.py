@@ -76,18 +76,19 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
         return
     server = owner.Server(options, creds, mode="foreground", echo=echo)
     serving.install_stop_signals()
-    try:
-        server.preflight()
-        result = server.start()
-    except (KeyboardInterrupt, serving.StopRequested):
-        server.stop()
-        raise RemotectlError("interrupted during start-up; nothing is left running") from None
-    _print_up(result, as_json, detached=False)
-    echo("remotectl: serving; Ctrl-C (or `remotectl down`) stops sshd and the tunnel")
-    why = serving.serve_until_stopped(server, echo)
+    server.preflight()
+    state_dir_shown = []
+
+    def announce(result) -> bool:
+        state_dir_shown.append(result.state_dir)
+        _print_up(result, as_json, detached=False)
+        echo("remotectl: serving; Ctrl-C (or `remotectl down`) stops sshd and the tunnel")
+        return True
+
+    why = serving.own(server, echo, announce)
     if why.endswith("exited"):
         raise RemotectlError(f"{why}, so the server stopped",
-                             f"See the logs in {result.state_dir} and run up again.")
+                             f"See the logs in {state_dir_shown[0]} and run up again.")
 
 
 def _print_up(result, as_json: bool, detached: bool) -> None:

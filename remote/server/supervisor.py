@@ -33,7 +33,7 @@ from remote.server.credentials import SECRET_VARS, Credentials
 from remote.server.info import ServerInfo
 from remote.server.options import Echo, UpOptions
 from remote.server.owner import Server
-from remote.server.serving import StopRequested, install_stop_signals, serve_until_stopped
+from remote.server.serving import StopRequested, install_stop_signals, own
 
 LOG = "supervisor.log"
 
@@ -148,8 +148,17 @@ def main() -> None:
     creds = Credentials(**request.get("credentials", {}))
     del request, line
     server = Server(opts, creds, mode="supervisor", echo=echo)
+
+    def announce(info: ServerInfo) -> bool:
+        echo(f"ready: {info.public_url} (sshd pid {info.pids.get('sshd')}); the probe login took "
+             f"{info.proof_seconds:.2f} s")
+        if answer({"ok": True, "info": info.to_dict()}):
+            return True
+        echo("the `up` that started this supervisor is gone, so nobody has the card: stopping")
+        return False
+
     try:
-        info = server.start()
+        own(server, echo, announce)
     except RemotectlError as exc:
         echo(f"start failed: {exc.message}")
         answer({"ok": False, "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
@@ -159,14 +168,6 @@ def main() -> None:
         answer({"ok": False, "message": f"the supervisor failed: {type(exc).__name__}",
                 "hint": f"See {Path(args.state_dir) / LOG}."})
         sys.exit(1)
-    echo(f"ready: {info.public_url} (sshd pid {info.pids.get('sshd')}); the probe login took "
-         f"{info.proof_seconds:.2f} s")
-    if not answer({"ok": True, "info": info.to_dict()}):
-        stopped = server.stop()
-        echo(f"the `up` that started this supervisor is gone, so nobody has the card: stopped {stopped}")
-        sys.exit(1)
-    serve_until_stopped(server, echo)
-
 
 if __name__ == "__main__":
     main()
