@@ -177,10 +177,15 @@ def _kill_round(kind: str, state_dir: Path, runner: Runner, env: Dict[str, str],
             assert "remotectl down" in report["fix"]
         else:
             assert (code, report["state"]) in ((3, "not running"), (1, "broken")), (where, report)
+    serving = report["state"] == "running"  # only a detached server whose card got out lives on
+    assert not serving or effective == "detach-parent", (where, report)
     if clean_with_up:
         again = runner.run([*CLI, "up", "--detach", "--json", "--state-dir", str(state_dir)], env)
-        assert again.returncode == 0, (where, again.stderr)
-        assert not [p for p in live if pid_alive(p)], (where, "the next up left the old processes", live)
+        if serving:  # a live server is not a leftover: the next up refuses to take its place
+            assert again.returncode == 1 and "already runs" in again.stderr, (where, again.stderr)
+        else:
+            assert again.returncode == 0, (where, again.stderr)
+            assert not [p for p in live if pid_alive(p)], (where, "the next up left the old processes", live)
     result = runner.run([*CLI, "down", "--state-dir", str(state_dir)], env)
     assert result.returncode == 0, (where, result.stderr)
     assert not wait_gone(state_dir), where
