@@ -162,9 +162,11 @@ def _kill_round(kind: str, state_dir: Path, runner: Runner, env: Dict[str, str],
         proc.wait(30)
     if effective == "detach-parent":
         # its supervisor either finishes and, finding nobody to tell, tears down, or is serving
+        # (state.json alone is not enough: it exists for a moment before a failed answer)
         deadline = time.monotonic() + 90
-        while _supervisor_pid(state_dir) and not (state_dir / "state.json").exists() \
-                and time.monotonic() < deadline:
+        while _supervisor_pid(state_dir) and time.monotonic() < deadline:
+            if (state_dir / "state.json").exists() and status(state_dir, env=env, runner=runner.run)[0] == 0:
+                break
             time.sleep(0.05)
     _wait_connections_gone(state_dir)
     code, report = status(state_dir, env=env, runner=runner.run)
