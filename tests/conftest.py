@@ -12,3 +12,31 @@ _root = Path(os.environ.get("REMOTECTL_TEST_TMP", Path.home() / ".cache" / "remo
 _root.mkdir(parents=True, exist_ok=True)
 os.chmod(_root, 0o700)
 os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", str(_root))
+
+
+# -- no test may change a real account --------------------------------------------------------
+# The suite may run as root. Password mode changes the served user's system password, so its
+# tests run inside a private mount namespace with a copy of /etc (tests/helpers/private_etc.py);
+# this check fails the run if the real /etc/shadow or /etc/passwd changed all the same.
+import pytest  # noqa: E402
+
+_ACCOUNT_FILES = ("/etc/shadow", "/etc/passwd")
+
+
+def _account_bytes():
+    found = {}
+    for name in _ACCOUNT_FILES:
+        try:
+            with open(name, "rb") as handle:
+                found[name] = handle.read()
+        except OSError:
+            found[name] = None  # unreadable as an ordinary user: nothing here could change it either
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_accounts_untouched():
+    before = _account_bytes()
+    yield
+    changed = [name for name, data in _account_bytes().items() if data != before[name]]
+    assert not changed, f"the test run changed {', '.join(changed)}: a test touched a real account"

@@ -7,6 +7,7 @@ flags: they come from the environment or Colab's Secrets panel.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional, Tuple
 
 import click
@@ -55,43 +56,46 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
       remotectl up --tunnel cloudflared --persist /content/drive/MyDrive/remotectl/identity
       remotectl up --tunnel direct --bind 0.0.0.0 --port 2222
     """
-    from remote.server import session
+    from remote.server import options as up_options
+    from remote.server import owner, serving
     from remote.server.credentials import gather
 
     def echo(line: str) -> None:
         click.echo(line, err=True)
 
     creds = gather(authorized_keys=authorized_keys)
-    options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
-                                state_dir=state_dir, timeout=timeout, persist=persist,
-                                workdir=os.path.abspath(workdir or os.getcwd()))
+    options = up_options.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
+                                   state_dir=state_dir, timeout=timeout, persist=persist,
+                                   workdir=os.path.abspath(workdir or os.getcwd()))
     if detach:
         from remote.server.supervisor import detach as start_detached
 
+        serving.install_stop_signals()
         result = start_detached(options, creds, echo)
         _print_up(result, as_json, detached=True)
         return
-    server = session.Server(options, creds, mode="foreground", echo=echo)
-    session.install_stop_signals()
-    try:
-        server.preflight()
-        result = server.start()
-    except (KeyboardInterrupt, session.StopRequested):
-        server.stop()
-        raise RemotectlError("interrupted during start-up; nothing is left running") from None
-    _print_up(result, as_json, detached=False)
-    echo("remotectl: serving; Ctrl-C (or `remotectl down`) stops sshd and the tunnel")
-    why = session.serve_until_stopped(server, echo)
+    server = owner.Server(options, creds, mode="foreground", echo=echo)
+    serving.install_stop_signals()
+    server.preflight()
+    state_dir_shown = []
+
+    def announce(result) -> bool:
+        state_dir_shown.append(result.state_dir)
+        _print_up(result, as_json, detached=False)
+        echo("remotectl: serving; Ctrl-C (or `remotectl down`) stops sshd and the tunnel")
+        return True
+
+    why = serving.own(server, echo, announce)
     if why.endswith("exited"):
         raise RemotectlError(f"{why}, so the server stopped",
-                             f"See the logs in {result['state_dir']} and run up again.")
+                             f"See the logs in {state_dir_shown[0]} and run up again.")
 
 
-def _print_up(result: dict, as_json: bool, detached: bool) -> None:
+def _print_up(result, as_json: bool, detached: bool) -> None:
     from remote.server import report
 
     if as_json:
-        emit_json(dict(result, detached=detached))
+        emit_json(dict(result.to_dict(), detached=detached))
     else:
         for line in report.up_report(result, detached=detached):
             click.echo(line)
@@ -102,36 +106,49 @@ def _print_up(result: dict, as_json: bool, detached: bool) -> None:
 @json_option
 def down(state_dir: Optional[str], as_json: bool) -> None:
     """Stop the server started by `up` from this state dir (by pid, never by name)."""
-    from remote.server import session, state
+    from remote.server import control, state
 
     folder = state.resolve(state_dir)
-    result = session.stop_recorded(folder)
+    result = control.stop_recorded(folder)
     if as_json:
         emit_json(result)
-        return
-    if not result["was_running"]:
+    elif not result["was_running"]:
         info(f"nothing runs from {folder}")
-        return
-    stopped = session.describe_stopped(result["stopped"]) or "nothing (it had already stopped)"
-    line = f"stopped {stopped}"
-    if result.get("port"):
-        line += f"; port {result['port']} is {'free' if result['port_free'] else 'STILL IN USE'}"
-    info(line)
+    else:
+        stopped = control.describe_stopped(result["stopped"]) or "nothing (it had already stopped)"
+        line = f"stopped {stopped}"
+        if result.get("port"):
+            line += f"; port {result['port']} is {'free' if result['port_free'] else 'STILL IN USE'}"
+        info(line)
+    for note in result.get("notes", []):
+        click.echo(f"remotectl: {note}", err=True)
+    if result["problems"]:
+        raise RemotectlError(result["problems"][0] + (f" (and {len(result['problems']) - 1} more)"
+                                                      if len(result["problems"]) > 1 else ""),
+                             "Everything recorded has stopped. Remove those files once the folder is "
+                             "writable again (the ngrok config holds your token); the next up there "
+                             "ignores a stale record.")
 
 
 @click.command()
 @state_dir_option
 @json_option
 def status(state_dir: Optional[str], as_json: bool) -> None:
-    """Is sshd up, is the tunnel up; the endpoint, host key fingerprint and GPU."""
-    from remote.server import report, session, state
+    """Is sshd up, is the tunnel up; the endpoint, host key fingerprint and GPU.
 
-    result = session.status(state.resolve(state_dir))
+    \b
+    Exit status: 0 running; 1 broken or starting (something runs but does not serve:
+    run `remotectl down`); 3 not running (as `systemctl status` does).
+    """
+    from remote.server import control, report, state
+
+    result = control.status(state.resolve(state_dir))
     if as_json:
         emit_json(result)
-        return
-    for line in report.status_report(result):
-        info(line)
+    else:
+        for line in report.status_report(result):
+            info(line)
+    sys.exit(result["exit_code"])
 
 
 COMMANDS = [up, down, status]

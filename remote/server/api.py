@@ -4,54 +4,53 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
 from remote import card as cards
-from remote.server import report, session
+from remote.server import control, kernel, report
 from remote.server.credentials import gather
+from remote.server.info import ServerInfo
+from remote.server.options import DEFAULT_TIMEOUT, UpOptions
 
 
 def _echo(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class Session:
-    """A running server, as the notebook sees it: the card's fields and `down()`.
+@dataclass
+class Session(ServerInfo):
+    """A running server, as the notebook sees it: ServerInfo's fields, and `down()`.
 
-    Attributes: card (the token), connect_line, host, port, user, host_key,
-    fingerprint, session (id), tunnel, public_url, state_dir, local_host,
-    local_port, pids, detached, info (everything, as state.json holds it).
+    card (the token), connect_line, host, port, user, host_key, fingerprint, session
+    (id), tunnel, public_url, state_dir, local_host, local_port, pids, ...: see
+    remote/server/info.py. `detached` says whether a supervisor owns it.
     """
 
-    def __init__(self, info: Dict[str, Any], detached: bool) -> None:
-        self.info = dict(info)
-        self.detached = detached
-        self.card: str = info["card"]
-        self.connect_line: str = info["connect_line"]
-        self.host: str = info["host"]
-        self.port: int = info["port"]
-        self.user: str = info["user"]
-        self.host_key: str = info["host_key"]
-        self.fingerprint: str = info["fingerprint"]
-        self.session: str = info["session"]
-        self.tunnel: str = info["tunnel"]
-        self.public_url: str = info["public_url"]
-        self.state_dir: str = info["state_dir"]
-        self.local_host: str = info["local_host"]
-        self.local_port: int = info["local_port"]
-        self.pids: Dict[str, int] = dict(info.get("pids") or {})
+    detached: bool = False
+
+    @classmethod
+    def of(cls, info: ServerInfo, detached: bool) -> Session:
+        return cls(**info.to_dict(), detached=detached)
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """Everything, as state.json holds it."""
+        data = self.to_dict()
+        data.pop("detached", None)
+        return data
 
     def as_card(self) -> cards.Card:
         return cards.decode(self.card)
 
     def down(self) -> Dict[str, int]:
         """Stop sshd and the tunnel (and the supervisor when detached); returns what was stopped."""
-        server = session.kernel_server(self.state_dir)
+        server = kernel.server_for(self.state_dir)
         if server is not None and not self.detached:
-            session.forget_kernel_server(self.state_dir)
+            kernel.forget(self.state_dir)
             return server.stop()
-        return session.stop_recorded(Path(self.state_dir))["stopped"]
+        return control.stop_recorded(Path(self.state_dir))["stopped"]
 
     def __repr__(self) -> str:
         return f"<remotectl Session {self.session} {self.user}@{self.host}:{self.port}>\n{self.connect_line}"
@@ -61,7 +60,7 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
        authorized_keys: Union[str, Iterable[str], None] = None, password: Optional[str] = None,
        ngrok_token: Optional[str] = None, region: Optional[str] = None,
        state_dir: Optional[Union[str, os.PathLike]] = None, detach: bool = False,
-       timeout: float = session.DEFAULT_TIMEOUT, quiet: bool = False,
+       timeout: float = DEFAULT_TIMEOUT, quiet: bool = False,
        persist: Optional[Union[str, os.PathLike]] = None,
        workdir: Optional[Union[str, os.PathLike]] = None) -> Session:
     """Start a private sshd behind a tunnel and print the line to paste on your computer.
@@ -73,23 +72,26 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
     "ngrok", "cloudflared" (no account needed) or "direct". `persist` names a folder (a
     Drive folder in Colab) that keeps the host key and authorized keys across runtimes.
     `workdir` (default: the current folder) travels in the card, so `remotectl connect`
-    prints, and `remotectl open` opens, the folder the project lives in.
+    prints, and `remotectl open` opens, the folder the project lives in. It returns only
+    once a login through the public endpoint has worked.
     """
     if isinstance(authorized_keys, str):
         authorized_keys = [authorized_keys]
     creds = gather(ngrok_token=ngrok_token, password=password, authorized_keys=authorized_keys or ())
-    options = session.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
-                                state_dir=str(state_dir) if state_dir else None, timeout=timeout,
-                                persist=os.fspath(persist) if persist else None,
-                                workdir=os.path.abspath(workdir or os.getcwd()))
+    options = UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
+                        state_dir=str(state_dir) if state_dir else None, timeout=timeout,
+                        persist=os.fspath(persist) if persist else None,
+                        workdir=os.path.abspath(workdir or os.getcwd()))
     echo = (lambda _line: None) if quiet else _echo
     if detach:
         from remote.server.supervisor import detach as start_detached
 
         info = start_detached(options, creds, echo)
     else:
-        info = session.start_in_kernel(options, creds, echo).info
-    result = Session(info, detached=detach)
+        server = kernel.start(options, creds, echo)
+        assert server.info is not None
+        info = server.info
+    result = Session.of(info, detached=detach)
     if not quiet:
         for line in report.up_report(info, detached=detach):
             print(line, flush=True)
@@ -99,8 +101,9 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
 def launch_ssh(ngrok_token: str, password: str = "", region: str = "us", **kwargs: Any) -> Session:
     """Drop-in for colab-ssh's `launch_ssh(token, password)`: ngrok, password login if given.
 
-    Unlike colab-ssh it also accepts keys (REMOTECTL_AUTHORIZED_KEY), never puts the
-    token or password on a command line, and prints the host key's card.
+    Unlike colab-ssh it also accepts keys (REMOTECTL_AUTHORIZED_KEY), refuses a password
+    that guessing would find (under 12 characters, or a common one), never puts the token
+    or password on a command line, and prints the host key's card.
     """
     result = up("ngrok", ngrok_token=ngrok_token, password=password or None, region=region,
                 quiet=True, **kwargs)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from remote.errors import RemotectlError
-from remote.server import session, state
+from remote.server import control, state
 
 OK, PROBLEM, NOTE = "ok", "problem", "note"
 MIN_FREE_GB = 1.0  # a few checkpoints of a mid-sized model
@@ -52,7 +52,7 @@ def server(state_dir: Path) -> List[Finding]:
     folder = shlex.quote(str(state_dir))
     again = f"remotectl down --state-dir {folder}; then run the bootstrap cell (or `remotectl up`) again"
     try:
-        report = session.status(state_dir)
+        report = control.status(state_dir)
     except RemotectlError as exc:
         return [Finding("server", PROBLEM, exc.message, exc.hint)]
     if not report.get("session"):

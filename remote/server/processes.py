@@ -1,6 +1,9 @@
 """Processes we started, named by pid *and* start time, so a recycled pid is never signalled.
 
-`down` stops what `up` wrote into state.json and nothing else: never by name.
+`down` stops what `up` recorded (see children.py) and nothing else: never by name. A
+process whose pid was not yet recorded is found by its command line holding arguments
+that name our own state dir, and only if it started within the moments `up` meant to
+start it (`find_started`).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import os
 import signal
 import socket
 import time
-from typing import Optional
+from typing import Dict, List, Optional, Sequence
 
 
 def start_time(pid: int) -> Optional[int]:
@@ -27,6 +30,85 @@ def start_time(pid: int) -> Optional[int]:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def ticks_now() -> int:
+    """Now, in the unit of `start_time` (clock ticks since boot)."""
+    with open("/proc/uptime", "rb") as handle:
+        uptime = float(handle.read().split()[0])
+    return int(uptime * os.sysconf("SC_CLK_TCK"))
+
+
+def ticks_per_second() -> int:
+    return int(os.sysconf("SC_CLK_TCK"))
+
+
+def command_line(pid: int) -> List[str]:
+    """The arguments of `pid` ([] if gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def has_arguments(argv: Sequence[str], marker: Sequence[str]) -> bool:
+    """Whether `marker` appears in `argv` as consecutive arguments.
+
+    `--name=value` counts as `--name value` (pyngrok 7 writes the one, 9 the other). A
+    process that rewrote its title (sshd's listener: "sshd: /usr/sbin/sshd -D -f CFG
+    [listener] ...") shows one space-joined string, which is matched as words.
+    """
+    marker = list(marker)
+    if not marker:
+        return False
+    argv = [part for arg in argv for part in _split_option(arg)]  # --config=P is --config P
+    n = len(marker)
+    if any(list(argv[i:i + n]) == marker for i in range(len(argv) - n + 1)):
+        return True
+    joined = f" {' '.join(argv)} "
+    return len(argv) == 1 and f" {' '.join(marker)} " in joined
+
+
+def _split_option(arg: str) -> List[str]:
+    if arg.startswith("--") and "=" in arg:
+        name, _, value = arg.partition("=")
+        return [name, value]
+    return [arg]
+
+
+def find_started(marker: Sequence[str], not_before: int, not_after: int) -> Dict[int, int]:
+    """{pid: start time} of live processes with `marker` in their arguments, started in the window."""
+    found: Dict[int, int] = {}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        started = start_time(pid)
+        if started is None or not not_before <= started <= not_after:
+            continue
+        if has_arguments(command_line(pid), marker):
+            found[pid] = started
+    return found
+
+
+def children_of(pid: int) -> List[int]:
+    """The live direct children of `pid` (sshd's per-connection processes)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                raw = handle.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] != "Z":
+            kids.append(int(entry))
+    return kids
 
 
 def is_alive(pid: Optional[int], started: Optional[int]) -> bool:

@@ -18,13 +18,14 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from remote import keys
 from remote.errors import BadInput, RemotectlError
 from remote.files import atomic_write
 from remote.server import environment
-from remote.server.processes import bind_error, free_port
+from remote.server.children import NOT_TRACKED, stop_with_connections
+from remote.server.processes import bind_error, free_port, start_time
 from remote.server.state import tail
 
 SSHD = "/usr/sbin/sshd"
@@ -136,6 +137,13 @@ def render_config(settings: SshdSettings) -> str:
         "Subsystem sftp internal-sftp",  # no dependency on where sftp-server lives
         f"ClientAliveInterval {settings.client_alive_interval}",
         f"ClientAliveCountMax {settings.client_alive_count_max}",
+        # The tunnel makes this port the internet's. Few tries per connection, a short grace
+        # time, and random early drops past 10 unauthenticated connections (all of them past
+        # 60) bound guessing and slot-hogging; key logins never need more than one try here
+        # (the client's entry sets IdentitiesOnly).
+        "MaxAuthTries 3",
+        "LoginGraceTime 20",
+        "MaxStartups 10:30:60",
         "LogLevel INFO",
     ]
     if not root:
@@ -160,11 +168,16 @@ def write_files(settings: SshdSettings) -> str:
 
 
 class Sshd:
-    """One running sshd process that we started and will stop."""
+    """One running sshd process that we started and will stop.
 
-    def __init__(self, settings: SshdSettings) -> None:
+    `tracker` (children.py's record) hears of it before it is spawned and once its pid is
+    known, so a crash of the owner at any moment leaves a way to find and stop it.
+    """
+
+    def __init__(self, settings: SshdSettings, tracker: Any = NOT_TRACKED) -> None:
         self.settings = settings
         self.proc: Optional[subprocess.Popen] = None
+        self.tracker = tracker
 
     @property
     def pid(self) -> Optional[int]:
@@ -204,15 +217,18 @@ class Sshd:
         if os.geteuid() == 0:
             os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
         log_fd = os.open(self.settings.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.tracker.expect("sshd", ["-f", str(self.settings.config_path)])
         try:
             self.proc = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.settings.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})  # no secrets
         except OSError as exc:
+            self.tracker.stopped("sshd")
             raise RemotectlError(f"cannot start {SSHD}: {exc}") from None
         finally:
             os.close(log_fd)
+        self.tracker.started("sshd", self.proc.pid)
 
     def _wait_ready(self, timeout: float) -> None:
         settings = self.settings
@@ -243,15 +259,19 @@ class Sshd:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace: float = 5.0) -> bool:
-        """Stop sshd (SIGTERM, then SIGKILL); True if it was running."""
-        if self.proc is None or self.proc.poll() is not None:
+        """Stop sshd and its logged-in connections (SIGTERM, then SIGKILL); True if it was running."""
+        if self.proc is None:
             return False
-        self.proc.terminate()
+        if self.proc.poll() is not None:
+            self.tracker.stopped("sshd")
+            return False
+        stop_with_connections(self.proc.pid, start_time(self.proc.pid), grace=grace)
         try:
-            self.proc.wait(grace)
+            self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        self.tracker.stopped("sshd")
         return True
 
 

@@ -1,20 +1,22 @@
 """The state directory: one running server's files, and state.json describing it.
 
-Layout (folder 0700; files 0600 unless said):
+Layout (folder 0700, and every folder `up` makes above it; files 0600 unless said):
 
     sshd_config                  our sshd's private config
     ssh_host_ed25519_key(.pub)   host key, generated once per state dir (.pub 0644)
-    authorized_keys              the public keys allowed to log in
+    authorized_keys              the public keys allowed to log in (+ the probe's one-use key, briefly)
     sshd.pid  sshd.log           written by sshd (-e: its log goes to sshd.log)
-    ngrok.yml                    the ngrok agent's config, holding the authtoken (ngrok only)
+    ngrok.yml                    the ngrok agent's config, holding the authtoken (ngrok only; deleted
+                                 when the server stops)
     ngrok.log                    the agent's log lines, authtoken redacted
     cloudflared.log              the quick tunnel's stdout and stderr (cloudflared only)
     bin/cloudflared              the pinned cloudflared, when none was on PATH (+ .installed.json)
     supervisor.log               the detached supervisor's own log (--detach)
-    password.restore             the served user's previous password hash (password mode, root)
     lock                         flock held by the process that owns the running server
-    state.json                   what runs now: see `write_state`
+    children.json                the owner and each process it starts, from before it starts (children.py)
+    state.json                   the ServerInfo (info.py) once the server is proven ready
 
+Password mode's record of the previous hash is machine-wide, not here (see passwords.py).
 With `up --persist DIR`, the host key and authorized_keys are copied in from DIR (see persist.py).
 """
 
@@ -28,9 +30,9 @@ from typing import Any, Dict, Optional
 
 from remote.errors import RemotectlError
 from remote.files import atomic_write, private_dir
+from remote.server.info import STATE_VERSION, ServerInfo
 
 STATE_FILE = "state.json"
-STATE_VERSION = 1
 
 
 def default_state_dir() -> Path:
@@ -44,6 +46,17 @@ def resolve(state_dir: Optional[os.PathLike]) -> Path:
 
 
 def prepare(state_dir: Path) -> Path:
+    """Make the state dir 0700; folders made above it are 0700 too (sshd's StrictModes checks them)."""
+    missing = []
+    current = Path(state_dir)
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing[1:]):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
     return private_dir(state_dir)
 
 
@@ -60,8 +73,14 @@ def read_state(state_dir: Path) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
-def write_state(state_dir: Path, data: Dict[str, Any]) -> None:
-    data = dict(data, version=STATE_VERSION)
+def read_info(state_dir: Path) -> Optional[ServerInfo]:
+    """state.json as a ServerInfo, or None if no server was recorded ready here."""
+    data = read_state(state_dir)
+    return ServerInfo.from_dict(data) if data is not None else None
+
+
+def write_info(state_dir: Path, info: ServerInfo) -> None:
+    data = dict(info.to_dict(), version=STATE_VERSION)
     atomic_write(state_dir / STATE_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)
 
 

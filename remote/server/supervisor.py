@@ -4,8 +4,12 @@ pyngrok ends its agent when its Python process exits, so the process that return
 to the shell cannot own the tunnel. It starts `python -m remote.server.supervisor`
 instead and hands it the options and secrets through an inherited pipe (its stdin),
 never argv or the environment; the supervisor answers with one JSON line on its
-stdout once the tunnel is ready (or with the explained failure), then serves until
-`remotectl down` sends SIGTERM or a child dies.
+stdout once the login through the tunnel is proven (or with the explained failure),
+then serves until `remotectl down` sends SIGTERM or a child dies.
+
+If the `up` that started it is gone before the answer (killed, or interrupted), nobody
+holds the card: the supervisor tears down rather than serve a server no one knows of.
+An interrupted `up` stops its supervisor itself before it returns.
 """
 
 from __future__ import annotations
@@ -14,38 +18,32 @@ import argparse
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from remote.errors import RemotectlError
 from remote.server import state
+from remote.server.control import already_running
 from remote.server.credentials import SECRET_VARS, Credentials
-from remote.server.session import (
-    Echo,
-    Server,
-    UpOptions,
-    credentials_dict,
-    install_stop_signals,
-    options_dict,
-    serve_until_stopped,
-)
+from remote.server.info import ServerInfo
+from remote.server.options import Echo, UpOptions
+from remote.server.owner import Server
+from remote.server.serving import StopRequested, install_stop_signals, own
 
 LOG = "supervisor.log"
 
 
-def detach(options: UpOptions, creds: Credentials, echo: Echo) -> Dict[str, Any]:
+def detach(options: UpOptions, creds: Credentials, echo: Echo) -> ServerInfo:
     """Start a supervisor; return the server's info once it is ready, or raise its explained error."""
     server = Server(options, creds, mode="supervisor", echo=echo)
-    server.preflight()  # installs and downloads happen here, where the user sees their progress
+    server.preflight()  # checks, installs and downloads happen here, where the user sees them
     state_dir = server.state_dir
-    state.prepare(state_dir)
     if server.lock.held_elsewhere():
-        from remote.server.session import already_running
-
         raise already_running(state_dir)
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
     log_fd = os.open(state_dir / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -57,19 +55,24 @@ def detach(options: UpOptions, creds: Credentials, echo: Echo) -> Dict[str, Any]
     finally:
         os.close(log_fd)
     assert proc.stdin is not None and proc.stdout is not None
-    request = {"options": options_dict(options), "credentials": credentials_dict(creds)}
+    request = {"options": server.options.as_dict(),
+               "credentials": {"authorized_keys": server.creds.authorized_keys,
+                               "ngrok_token": creds.ngrok_token, "password": creds.password}}
     try:
-        proc.stdin.write(json.dumps(request).encode() + b"\n")
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    answer = _read_answer(proc, options.timeout + 30)
+        try:
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        answer = _read_answer(proc, options.timeout + 30)
+    except (KeyboardInterrupt, StopRequested):
+        _stop_supervisor(proc)
+        raise RemotectlError("interrupted during start-up; nothing is left running") from None
     proc.stdout.close()
     if answer is None:
         code = proc.poll()
         if code is None:
-            proc.kill()
-            proc.wait()
+            _stop_supervisor(proc)
         log_tail = state.tail(state_dir / LOG)
         raise RemotectlError("the supervisor did not report back"
                              + (f" (exit code {code})" if code is not None else "")
@@ -80,10 +83,21 @@ def detach(options: UpOptions, creds: Credentials, echo: Echo) -> Dict[str, Any]
         error = RemotectlError(answer.get("message", "the supervisor failed"), answer.get("hint"))
         error.exit_code = int(answer.get("exit_code", 1))
         raise error
-    return answer["info"]
+    return ServerInfo.from_dict(answer["info"])
 
 
-def _read_answer(proc: subprocess.Popen, timeout: float):
+def _stop_supervisor(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM: the supervisor tears down what it started, then exits; SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _read_answer(proc: subprocess.Popen, timeout: float) -> Optional[Dict[str, Any]]:
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
@@ -107,42 +121,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="remote.server.supervisor")
     parser.add_argument("--state-dir", required=True)
     args = parser.parse_args()
-    request = json.loads(sys.stdin.buffer.readline() or b"{}")
+    install_stop_signals()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        sys.exit(1)  # the `up` that started us is gone before it asked for anything
+    request = json.loads(line)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     answer_fd = os.dup(1)
     os.dup2(2, 1)  # from now on our stdout goes to supervisor.log too
     os.close(devnull)
 
-    def echo(line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+    def echo(text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
-    def answer(obj: Dict[str, Any]) -> None:
-        with os.fdopen(answer_fd, "w") as out:
-            out.write(json.dumps(obj) + "\n")
+    def answer(obj: Dict[str, Any]) -> bool:
+        try:
+            with os.fdopen(answer_fd, "w") as out:
+                out.write(json.dumps(obj) + "\n")
+            return True
+        except OSError:  # EPIPE: the `up` waiting for us is gone
+            return False
 
-    install_stop_signals()
     opts = UpOptions(**request.get("options", {}))
     opts.state_dir = args.state_dir
     creds = Credentials(**request.get("credentials", {}))
-    del request
+    del request, line
     server = Server(opts, creds, mode="supervisor", echo=echo)
+
+    def announce(info: ServerInfo) -> bool:
+        echo(f"ready: {info.public_url} (sshd pid {info.pids.get('sshd')}); the probe login took "
+             f"{info.proof_seconds:.2f} s")
+        if answer({"ok": True, "info": info.to_dict()}):
+            return True
+        echo("the `up` that started this supervisor is gone, so nobody has the card: stopping")
+        return False
+
     try:
-        info = server.start()
+        own(server, echo, announce)
     except RemotectlError as exc:
         echo(f"start failed: {exc.message}")
         answer({"ok": False, "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
         sys.exit(exc.exit_code)
     except BaseException as exc:  # report, never hang the parent
-        server.stop()
         echo("start failed:\n" + traceback.format_exc())
         answer({"ok": False, "message": f"the supervisor failed: {type(exc).__name__}",
                 "hint": f"See {Path(args.state_dir) / LOG}."})
         sys.exit(1)
-    echo(f"ready: {info['public_url']} (sshd pid {info['pids'].get('sshd')})")
-    answer({"ok": True, "info": info})
-    serve_until_stopped(server, echo)
-
 
 if __name__ == "__main__":
     main()

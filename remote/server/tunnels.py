@@ -1,9 +1,10 @@
 """Tunnel providers: turn our sshd's local address into a public endpoint for the card.
 
 Each provider is one class with the same small interface (`prepare`, `open`,
-`close`, `alive`, `pids`, `describe`) registered in PROVIDERS under the card's
-tunnel kind; adding a provider touches this file and the card's kind. A provider's
-long-running process is reported by `pids()` under the name `agent` (status reads it).
+`close`, `alive`, `pids`, `describe`, `probe_route`) registered in PROVIDERS under the
+card's tunnel kind; adding a provider touches this file and the card's kind. A provider's
+long-running process is named `agent`: `open` records it with the tracker (children.py)
+just before it is spawned and again once its pid is known, so a crash never hides it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from remote.errors import BadInput, RemotectlError
 from remote.files import atomic_write
+from remote.server import pyngrok_adapter as pyngrok
+from remote.server.children import NOT_TRACKED
 
 Echo = Callable[[str], None]
 
@@ -53,12 +56,17 @@ class Tunnel:
     def prepare(self, echo: Echo) -> None:
         """Checks and downloads, done where the user sees progress (before any detaching)."""
 
-    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
+    def open(self, local_host: str, local_port: int, timeout: float, tracker: Any = NOT_TRACKED) -> Endpoint:
+        """Start the tunnel to local_host:local_port; `tracker` records the agent as it starts."""
         raise NotImplementedError
 
     def close(self) -> Dict[str, int]:
         """Stop whatever `open` started; returns {what: pid} of what was stopped."""
         return {}
+
+    def probe_route(self, endpoint: Endpoint) -> Optional[List[str]]:
+        """The ProxyCommand argv a client needs to reach `endpoint` (None: plain TCP to host:port)."""
+        return None
 
     def alive(self) -> bool:
         return True
@@ -81,7 +89,7 @@ class DirectTunnel(Tunnel):
 
     kind = "direct"
 
-    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
+    def open(self, local_host: str, local_port: int, timeout: float, tracker: Any = NOT_TRACKED) -> Endpoint:
         host = self.request.bind
         if host in ("0.0.0.0", "::", ""):
             host = _primary_address()
@@ -115,7 +123,8 @@ class NgrokTunnel(Tunnel):
     also fills from NGROK_AUTHTOKEN) on the agent's command line, and its
     `set_auth_token` runs `ngrok config add-authtoken TOKEN`, so we write the agent's
     config file ourselves, in the same v3 format that command writes, and clear
-    `auth_token`. Each state dir gets its own config, never ~/.config/ngrok.
+    `auth_token`. Each state dir gets its own config, never ~/.config/ngrok, and it is
+    deleted when the tunnel closes: the token lives no longer than the server.
     """
 
     kind = "ngrok"
@@ -133,13 +142,16 @@ class NgrokTunnel(Tunnel):
         self.log_path = request.state_dir / NGROK_LOG
         self.agent_path: Optional[str] = None
         self._config = None
-        self._public_url: Optional[str] = None
         self._api_url: Optional[str] = None
+        self._public_url = ""
         self._log_lock = threading.Lock()
         self._watchdog_fired = False
+        self._tracker: Any = NOT_TRACKED
+        self._agent_pid: Optional[int] = None
 
-    # -- preparation -------------------------------------------------------------------------
+    # -- preparing (before any detaching, so downloads are seen) -----------------------------
     def prepare(self, echo: Echo) -> None:
+        pyngrok.check_supported()
         self.agent_path = self._agent(echo)
         self._check_version()
 
@@ -147,14 +159,11 @@ class NgrokTunnel(Tunnel):
         named = _named_executable(AGENT_VAR, "the ngrok v3 agent", "download it")
         if named:
             return named  # nothing is ever downloaded when the user named an agent
-        from pyngrok import conf, installer
-
-        path = conf.DEFAULT_NGROK_PATH
+        path = pyngrok.default_agent_path()
         if not os.path.exists(path):
             echo(f"Downloading the ngrok agent (v3) to {path} ...")
-            installer._print_progress_enabled = False
             try:
-                installer.install_ngrok(path, ngrok_version="3")
+                pyngrok.install(path)
             except Exception as exc:
                 raise RemotectlError(f"could not download the ngrok agent: {exc}",
                                      f"Install it yourself and set {AGENT_VAR} to its path.") from None
@@ -175,35 +184,34 @@ class NgrokTunnel(Tunnel):
                 f"point {AGENT_VAR} at a v3 agent.")
 
     # -- running -----------------------------------------------------------------------------
-    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
-        from pyngrok import conf, ngrok, process
-        from pyngrok.exception import PyngrokError, PyngrokNgrokError, PyngrokNgrokHTTPError
-
+    def open(self, local_host: str, local_port: int, timeout: float, tracker: Any = NOT_TRACKED) -> Endpoint:
+        http_error, agent_error, any_error = pyngrok.errors()
         if self.agent_path is None:
             self.prepare(lambda _line: None)
         assert self.agent_path is not None
+        already = pyngrok.agent(self.agent_path)
+        if already is not None and already.alive():
+            raise RemotectlError("an ngrok tunnel already runs from this Python process",
+                                 "Stop it first (its Session.down(), or remotectl down); one process "
+                                 "drives one ngrok agent.")
         _quiet_pyngrok()
         write_agent_config(self.config_path, self.request.ngrok_token or "")
-        config = conf.PyngrokConfig(
-            ngrok_path=self.agent_path, config_path=str(self.config_path),
-            region=self.request.region or None, monitor_thread=True,
-            log_event_callback=self._record, startup_timeout=max(1, int(timeout)))
-        config.auth_token = None  # filled from NGROK_AUTHTOKEN: it would land on argv
-        config.api_key = None
-        self._config = config
+        self._config = pyngrok.make_config(self.agent_path, str(self.config_path), self.request.region,
+                                           int(timeout), self._record)
+        self._tracker = tracker
+        tracker.expect("agent", ["--config", str(self.config_path)])  # pyngrok's argv names our config
         # pyngrok checks its start-up timeout only between the agent's lines: a silent agent
         # would block it forever, so a watchdog ends such an agent at our deadline.
         watchdog = threading.Timer(timeout, self._kill_agent)
         watchdog.daemon = True
         watchdog.start()
         try:
-            tunnel = ngrok.connect(proto="tcp", name=f"remotectl-{self.request.session}",
-                                   upstream={"url": f"{local_host}:{local_port}"},
-                                   pyngrok_config=config)
-        except PyngrokNgrokHTTPError as exc:
+            self._public_url = pyngrok.connect_tcp(self._config, f"remotectl-{self.request.session}",
+                                                   local_host, local_port)
+        except http_error as exc:
             self.close()
             raise explain_ngrok(exc.body or str(exc), self._secret(), started=True) from None
-        except PyngrokNgrokError as exc:
+        except agent_error as exc:
             timed_out = self._watchdog_fired
             self.close()
             text = exc.ngrok_error or ""
@@ -212,14 +220,18 @@ class NgrokTunnel(Tunnel):
             raise explain_ngrok(text, self._secret(), started=False,
                                 timed_out=timed_out and not _ERR_CODE.search(text),
                                 timeout=timeout) from None
-        except PyngrokError as exc:
+        except any_error as exc:
             self.close()
             raise RemotectlError("the ngrok agent failed: " + _redact(str(exc), self._secret())) from None
+        except BaseException:
+            self.close()
+            raise
         finally:
             watchdog.cancel()
-        running = process._current_processes.get(self.agent_path)
+        running = pyngrok.agent(self.agent_path)
+        if running is not None:
+            self._note_pid(running.pid)
         self._api_url = running.api_url if running else None
-        self._public_url = tunnel.public_url or ""
         match = re.match(r"^tcp://([^:/]+):(\d+)$", self._public_url)
         if not match:
             self.close()
@@ -229,8 +241,20 @@ class NgrokTunnel(Tunnel):
     def _secret(self) -> str:
         return self.request.ngrok_token or ""
 
+    def _note_pid(self, pid: int) -> None:
+        if self._agent_pid != pid:
+            self._agent_pid = pid
+            self._tracker.started("agent", pid)
+
     def _record(self, log) -> None:
-        """pyngrok's log callback: the agent's lines go to ngrok.log with the token removed."""
+        """pyngrok's log callback: the agent's lines go to ngrok.log with the token removed.
+
+        Its first line is also the first moment the agent's pid can be read: record it.
+        """
+        if self._agent_pid is None:
+            running = pyngrok.agent(self.agent_path)
+            if running is not None:
+                self._note_pid(running.pid)
         line = _redact(getattr(log, "line", ""), self._secret())
         with self._log_lock:
             fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -239,24 +263,19 @@ class NgrokTunnel(Tunnel):
             finally:
                 os.close(fd)
 
-    def _running(self):
-        from pyngrok import process
-
-        return process._current_processes.get(self.agent_path) if self.agent_path else None
-
     def _kill_agent(self) -> None:
         self._watchdog_fired = True
-        running = self._running()
-        if running is not None and running.proc.poll() is None:
-            running.proc.kill()
+        running = pyngrok.agent(self.agent_path)
+        if running is not None and running.alive():
+            running.handle.proc.kill()
 
     def alive(self) -> bool:
-        running = self._running()
-        return running is not None and running.proc.poll() is None
+        running = pyngrok.agent(self.agent_path)
+        return running is not None and running.alive()
 
     def pids(self) -> Dict[str, int]:
-        running = self._running()
-        return {"agent": running.proc.pid} if running is not None else {}
+        running = pyngrok.agent(self.agent_path)
+        return {"agent": running.pid} if running is not None else {}
 
     @classmethod
     def recorded_up(cls, recorded: Dict[str, Any], agent_alive: bool, sshd_up: bool) -> bool:
@@ -276,12 +295,10 @@ class NgrokTunnel(Tunnel):
                 "agent_path": self.agent_path, "config": str(self.config_path)}
 
     def close(self) -> Dict[str, int]:
-        from pyngrok import ngrok
-
         stopped: Dict[str, int] = {}
-        running = self._running()
+        running = pyngrok.agent(self.agent_path)
         if running is not None:
-            proc = running.proc
+            proc = running.handle.proc
             if proc.poll() is None:
                 stopped["ngrok agent"] = proc.pid
                 proc.terminate()
@@ -290,9 +307,10 @@ class NgrokTunnel(Tunnel):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
-            running.stop_monitor_thread()
         if self._config is not None:
-            ngrok.kill(self._config)  # forgets the process in pyngrok's registry
+            pyngrok.forget(self._config, running)
+        self._tracker.stopped("agent")
+        forget_agent_config(self.request.state_dir)
         return stopped
 
 
@@ -302,6 +320,14 @@ def write_agent_config(path: Path, token: str) -> None:
 
     text = yaml.safe_dump({"version": "3", "agent": {"authtoken": token}}, default_flow_style=False)
     atomic_write(path, text, mode=0o600)
+
+
+def forget_agent_config(state_dir: Path) -> None:
+    """Delete the agent config (it holds the token); OSError if the folder refuses."""
+    try:
+        (state_dir / NGROK_CONFIG).unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _agent_env() -> Dict[str, str]:
@@ -374,6 +400,7 @@ class CloudflaredTunnel(Tunnel):
         self.path: Optional[Path] = None
         self.tunnel = None  # remote.cloudflared.QuickTunnel once open
         self.log_path = request.state_dir / CLOUDFLARED_LOG
+        self._tracker: Any = NOT_TRACKED
 
     @property
     def cache_dir(self) -> Path:
@@ -393,16 +420,33 @@ class CloudflaredTunnel(Tunnel):
                  f"(SHA-256 checked) into {self.cache_dir} ...")
             self.path = cloudflared.install(self.cache_dir)  # explained RemotectlError on failure
 
-    def open(self, local_host: str, local_port: int, timeout: float) -> Endpoint:
+    def open(self, local_host: str, local_port: int, timeout: float, tracker: Any = NOT_TRACKED) -> Endpoint:
         from remote import cloudflared
+        from remote.cloudflared.quicktunnel import free_port
 
         if self.path is None:
             self.prepare(lambda _line: None)
         assert self.path is not None
-        self.tunnel = cloudflared.QuickTunnel.open(self.path, local_port, self.log_path,
-                                                   deadline_s=timeout, env=_agent_env())
-        host = self.tunnel.hostname
-        return Endpoint(host=host, port=22, url=f"ssh://{host}")
+        self._tracker = tracker
+        metrics_port = free_port()
+        tracker.expect("agent", cloudflared.tunnel_argv(self.path, local_port, metrics_port)[1:])
+        proc = cloudflared.start_quick_tunnel(self.path, local_port, metrics_port, self.log_path,
+                                              env=_agent_env())
+        tracker.started("agent", proc.pid)
+        try:
+            hostname = cloudflared.wait_hostname(metrics_port, timeout, proc, log_path=self.log_path)
+        except BaseException:
+            tracker.stopped("agent")  # wait_hostname stopped it
+            raise
+        self.tunnel = cloudflared.QuickTunnel(proc=proc, hostname=hostname, metrics_port=metrics_port,
+                                              log_path=self.log_path)
+        return Endpoint(host=hostname, port=22, url=f"ssh://{hostname}")
+
+    def probe_route(self, endpoint: Endpoint) -> Optional[List[str]]:
+        from remote import cloudflared
+
+        assert self.path is not None
+        return cloudflared.proxy_argv(self.path, endpoint.host)
 
     def alive(self) -> bool:
         return self.tunnel is not None and self.tunnel.alive()
@@ -427,6 +471,7 @@ class CloudflaredTunnel(Tunnel):
             return {}
         pid = self.tunnel.pid
         self.tunnel.close()
+        self._tracker.stopped("agent")
         return {"cloudflared": pid}
 
 

@@ -4,7 +4,7 @@ It behaves toward pyngrok (9.x, and 8.x's /api/tunnels) as the real agent does:
 
     ngrok --version                                 -> "ngrok version 3.22.1"
     ngrok config add-authtoken TOKEN [--config P]   -> writes P, "Authtoken saved to configuration file: P"
-    ngrok start --none --log stdout [--config P] [--region R] [--authtoken T]
+    ngrok start --none --log stdout [--config P] [--region R] [--authtoken T]   (or --flag=value)
         logfmt lines on stdout: "starting web service" obj=web addr=127.0.0.1:PORT, then
         "client session established" and "tunnel session started", printed only once the
         HTTP API listens; then serves POST/GET/DELETE /api/endpoints and /api/tunnels, and for
@@ -18,6 +18,10 @@ file) or by FAKE_NGROK_MODE:
     nocard...  / card-required  the session starts, but creating a TCP endpoint answers 502
                                 with ERR_NGROK_8013 in the body, as the agent's API does
     silent...  / silent         prints nothing and hangs (pyngrok would wait forever)
+    drop                        the endpoint is created, but its public port closes every
+                                connection at once (an edge that never reaches the agent)
+    FAKE_NGROK_FORWARD_TO=h:p   every public port forwards to h:p instead of the upstream
+                                asked for (an address that reaches some other machine)
     FAKE_NGROK_ARGV_LOG=path    appends each invocation's argv (JSON) to that file
 """
 
@@ -63,10 +67,12 @@ def default_config_path() -> str:
 
 
 def option(argv: list, name: str):
-    if name in argv:
-        i = argv.index(name)
-        if i + 1 < len(argv):
+    """`--name value` or `--name=value`, as the real agent's flag parser takes both."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
             return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1:]
     return None
 
 
@@ -93,8 +99,9 @@ def add_authtoken(argv: list) -> int:
 class Forward:
     """A public port that forwards each connection to the upstream, both ways."""
 
-    def __init__(self, public_host: str, upstream: tuple) -> None:
+    def __init__(self, public_host: str, upstream: tuple, drop: bool = False) -> None:
         self.upstream = upstream
+        self.drop = drop
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((public_host, 0))
@@ -112,6 +119,9 @@ class Forward:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        if self.drop:
+            client.close()
+            return
         try:
             upstream = socket.create_connection(self.upstream, timeout=10)
             upstream.settimeout(None)
@@ -184,7 +194,8 @@ class Agent:
             log("eror", "failed to start tunnel", obj="tunnels", err=f'"{CARD_REQUIRED}"')
             return 502, {"error_code": 102, "status_code": 502, "msg": "failed to start tunnel",
                          "details": {"err": CARD_REQUIRED.replace("\\r", "\r").replace("\\n", "\n")}}
-        forward = Forward(self.public_host, parse_upstream(upstream_url))
+        elsewhere = os.environ.get("FAKE_NGROK_FORWARD_TO")
+        forward = Forward(self.public_host, parse_upstream(elsewhere or upstream_url), drop=self.mode == "drop")
         public = f"tcp://{self.public_host}:{forward.port}"
         record = {
             "id": f"ep_{uuid.uuid4().hex[:24]}", "name": name, "uri": f"/api/{api}/{quote(name, safe='')}",

@@ -64,6 +64,7 @@ class SshServer:
 
     def __init__(self, root: Path, user: str = "root") -> None:
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.user = user
         self.port = 0

@@ -67,7 +67,7 @@ def test_human_output_ends_with_the_connect_line(tmp_path):
 
 def test_notebook_api_in_kernel_and_rerun(tmp_path, capsys):
     import remote
-    from remote.server import session as sessions
+    from remote.server import kernel
 
     key, public = client_key(tmp_path / "client")
     state_dir = tmp_path / "state"
@@ -88,7 +88,7 @@ def test_notebook_api_in_kernel_and_rerun(tmp_path, capsys):
     finally:
         stopped = second.down()
     assert stopped.get("sshd") == second.pids["sshd"]
-    assert sessions.kernel_server(str(state_dir)) is None
+    assert kernel.server_for(str(state_dir)) is None
     assert_all_gone(dict(second.info, pids={"sshd": second.pids["sshd"]}))
 
 
@@ -104,11 +104,11 @@ def test_down_from_another_process_stops_a_kernel_server(tmp_path):
     assert "up" not in result.stdout.split("stopped", 1)[1].split(",")[0]  # the kernel itself lives
     assert_all_gone(dict(session.info, pids={"sshd": session.pids["sshd"]}))
     deadline = time.monotonic() + 10  # the kernel's watcher notices and releases the state dir
-    from remote.server import session as sessions
+    from remote.server import kernel
 
-    while time.monotonic() < deadline and sessions.kernel_server(str(state_dir))._stopped is False:
+    while time.monotonic() < deadline and not kernel.server_for(str(state_dir)).stopped:
         time.sleep(0.1)
-    assert sessions.kernel_server(str(state_dir))._stopped
+    assert kernel.server_for(str(state_dir)).stopped
     session.down()
 
 
