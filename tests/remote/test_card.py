@@ -54,5 +54,5 @@ def test_optional_folder_travels_and_is_validated(host_key):
     assert decode(bare.encode()).path is None
     assert len(bare.encode()) < len(with_dir.encode())  # left out when empty
     for bad in ("relative/dir", "/a\nb", '/a"b'):
-        with pytest.raises(CardError, match="absolute remote path"):
+        with pytest.raises(CardError, match="the card's folder"):
             Card("root", "h", 22, host_key, "s1", path=bad)
