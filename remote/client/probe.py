@@ -235,6 +235,12 @@ def parse_probe(output: str) -> ProbeReport:
     return report
 
 
+def _ssh_exception():
+    import paramiko
+
+    return paramiko.SSHException
+
+
 def probe(endpoint: Endpoint, timeout: float = 10.0, deep: bool = False) -> ProbeReport:
     """Connect with the pin, run the probe, measure. `deep` imports torch remotely (seconds)."""
     start = time.perf_counter()
@@ -247,7 +253,7 @@ def probe(endpoint: Endpoint, timeout: float = 10.0, deep: bool = False) -> Prob
             client.get_transport().global_request("keepalive@openssh.com", wait=True)
             rtt_ms = (time.perf_counter() - ping) * 1000
         report = parse_probe(run(client, probe_command(deep), timeout=max(timeout, 120.0)))
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, _ssh_exception()) as exc:  # the server closed or broke the session
         raise Unreachable(f"the connection to {endpoint.host}:{endpoint.port} broke: {clean_line(exc)}") from None
     finally:
         client.close()

@@ -37,7 +37,7 @@ F_READ, F_WRITE, F_APPEND, F_CREAT, F_TRUNC, F_EXCL = 0x1, 0x2, 0x4, 0x8, 0x10, 
 MAX_PACKET = 1024 * 1024 + 1024  # nothing we ask for is larger: a bigger length is hostile
 SAFE_CHUNK = 32 * 1024  # every SFTP server handles this (the draft's minimum is 32768)
 MAX_CHUNK = 256 * 1024
-IN_FLIGHT_BYTES = 8 * 1024 * 1024  # more than ssh's 2 MB channel window keeps in flight
+IN_FLIGHT_BYTES = 4 * 1024 * 1024  # twice ssh's 2 MB channel window: the link never waits on us
 MAX_NAMES_PER_REPLY = 100_000
 MAX_EXTENSIONS = 256
 

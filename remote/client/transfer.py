@@ -480,7 +480,7 @@ def pull(client: sf.SftpClient, run: Callable[[str], bytes], source: str, dest: 
                          root_must_not_be_link=False)
         items = [Item((name,), "file", src, size=attrs.size or 0, mtime=attrs.mtime, atime=attrs.atime,
                       mode=attrs.perm)]
-        label = f"pull {clean_line(name)}"
+        label = f"pull {clean_line(_last_component(src))}"
     else:
         raise BadInput(f"remote {clean_line(source)} is neither a file nor a folder")
     files = [i for i in items if i.kind == "file"]
@@ -744,7 +744,7 @@ def push(client: sf.SftpClient, run: Callable[[str], bytes], source: str, dest: 
         st = os.stat(src)
         items = [Item((name,), "file", str(src), size=st.st_size, mtime=int(st.st_mtime), atime=int(st.st_atime),
                       mode=stat.S_IMODE(st.st_mode), stamp=st.st_mtime_ns)]
-        label = f"push {clean_line(name)}"
+        label = f"push {clean_line(src.name)}"
     else:
         raise BadInput(f"{source} is neither a file nor a folder")
     files = [i for i in items if i.kind == "file"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from typing import List, Optional
@@ -37,6 +38,7 @@ from remote.errors import RemotectlError
 SSH_VAR = "REMOTECTL_SSH"
 STDERR_KEEP = 16 * 1024
 PIPE_BUFFER = 1024 * 1024
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ names it; the number is Linux's)
 
 
 class LinkFailed(RemotectlError):
@@ -51,6 +53,20 @@ def ssh_binary() -> Optional[str]:
     if named:
         return named
     return shutil.which("ssh")
+
+
+def _widen_pipes(proc: subprocess.Popen) -> None:
+    """1 MB pipes to and from ssh (Linux; elsewhere the default): with the 64 KB default, ssh
+    and this process take turns every 64 KB, which cost ~15% of the throughput on 2 cores."""
+    if not sys.platform.startswith("linux"):
+        return
+    import fcntl
+
+    for pipe in (proc.stdin, proc.stdout):
+        try:
+            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BUFFER)
+        except OSError:
+            pass  # above /proc/sys/fs/pipe-max-size for this user: the default it is
 
 
 class _StderrTail(threading.Thread):
@@ -142,6 +158,7 @@ class SshLink:
             self.close()
             raise LinkFailed(f"cannot run {ssh}: {exc.strerror or exc}",
                              f"Install the OpenSSH client, or set {SSH_VAR}=paramiko.") from None
+        _widen_pipes(self._proc)
         self._stderr = _StderrTail(self._proc.stderr)
         self._stderr.start()
         try:
