@@ -98,7 +98,8 @@ class Registry:
     user_config_created: bool = False
 
     def find(self, name: str) -> Optional[HostRecord]:
-        """The host called `name`, ignoring case: to ssh, `Colab` and `colab` are one name."""
+        """The host called `name`, ignoring case: `Colab` and `colab` would share a pin (host
+        names in known_hosts have no case) and read as one name to people, so they are one host."""
         record = self.hosts.get(name)
         if record is not None:
             return record

@@ -94,6 +94,7 @@ class HostileServer:
     exec_output: Callable[[str], bytes] = lambda command: b""
     commands: List[str] = field(default_factory=list)  # every exec request, in order
     env: Dict[str, str] = field(default_factory=dict)  # every variable a client sent
+    offered: List[str] = field(default_factory=list)  # every public key a client offered
     denied: List[str] = field(default_factory=list)  # paths whose open() fails
     status_text: Optional[str] = None  # the text of every error reply
 
@@ -161,6 +162,7 @@ class HostileServer:
                 return "publickey"
 
             def check_auth_publickey(self, username, key):
+                server.offered.append(f"{key.get_name()} {key.get_base64()}")
                 wanted = server.authorized.split()[1]
                 return paramiko.AUTH_SUCCESSFUL if key.get_base64() == wanted else paramiko.AUTH_FAILED
 
@@ -175,7 +177,9 @@ class HostileServer:
                 return True
 
             def check_channel_env_request(self, channel, name, value):
-                server.env[name.decode() if isinstance(name, bytes) else name] = value
+                def text(v):
+                    return (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+                server.env[text(name)] = text(value)
                 return True  # a hostile server takes every variable it is sent
 
         try:
