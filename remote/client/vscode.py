@@ -52,14 +52,12 @@ def windows_launch(code: str, name: str, path: str) -> Optional[Tuple[List[str],
     `code` is what PATH found: `<install>\\bin\\code.cmd` next to `<install>\\Code.exe` and
     `<install>\\resources\\app\\out\\cli.js` (the layout every VS Code build ships).
     """
-    import ntpath
-
     if not code.lower().endswith((".cmd", ".bat")):
         return [code, "--folder-uri", folder_uri(name, path)], {}
-    install = ntpath.dirname(ntpath.dirname(code))
-    cli_js = ntpath.join(install, "resources", "app", "out", "cli.js")
+    install = os.path.dirname(os.path.dirname(os.path.abspath(code)))
+    cli_js = os.path.join(install, "resources", "app", "out", "cli.js")
     for exe in ("Code.exe", "Code - Insiders.exe", "VSCodium.exe"):
-        candidate = ntpath.join(install, exe)
+        candidate = os.path.join(install, exe)
         if os.path.isfile(candidate) and os.path.isfile(cli_js):
             return [candidate, cli_js, "--folder-uri", folder_uri(name, path)], {"ELECTRON_RUN_AS_NODE": "1"}
     return None

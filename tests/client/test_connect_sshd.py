@@ -270,3 +270,25 @@ def test_disconnect_unknown_name_and_last_one_out(sshd, ssh_dir, client_key):
     assert "# >>> remotectl >>>" in (ssh_dir / "config").read_text()  # b still needs it
     assert remotectl("disconnect", "b", "--ssh-dir", str(ssh_dir)).returncode == 0
     assert not (ssh_dir / "config").exists()  # we created it, so it goes
+
+
+def test_next_hint_is_a_command_that_works_with_a_non_default_ssh_dir(sshd, ssh_dir, client_key):
+    import shlex
+
+    result = connect(ssh_dir, client_key, sshd.card().encode())
+    assert result.returncode == 0, result.stderr
+    line = next(row for row in result.stdout.splitlines() if row.startswith("Next: "))
+    command = shlex.split(line[len("Next: "):].split("    or    ")[0])
+    assert command[:2] == ["ssh", "-F"]  # plain `ssh colab` would not read this folder
+    login = subprocess.run([command[0], "-o", "BatchMode=yes", *command[1:], "echo", "hi"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert login.returncode == 0 and login.stdout.strip() == "hi", login.stderr
+
+
+def test_commands_are_registered_when_the_package_is_imported(ssh_dir):
+    from click.testing import CliRunner
+
+    from remote.cli import cli
+
+    result = CliRunner().invoke(cli, ["hosts", "--ssh-dir", str(ssh_dir)])
+    assert result.exit_code == 0 and "No hosts yet" in result.output
