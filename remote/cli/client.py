@@ -327,7 +327,7 @@ def _transfer(verb: str, args: Tuple[str, ...], timeout: float, quiet: bool, ver
     lay = _layout(ssh_dir)
     record, source, dest = manage.split_transfer_args(lay, args, verb)
     copy = transfer.pull if verb == "pull" else transfer.push
-    with SshLink(lay, record, timeout=timeout) as link:
+    with SshLink(lay, record, timeout=timeout, commands=verify) as link:
         stats = copy(link.sftp, link.run, source, dest if verb == "push" else (dest or "."),
                      folder=record.path, progress=not (quiet or as_json), verify=verify, warn=_warn)
     _transfer_done(verb, stats, dest or ("." if verb == "pull" else record.path), as_json)

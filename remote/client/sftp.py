@@ -109,12 +109,13 @@ def pack_attrs(attrs: Optional[Attrs]) -> bytes:
 
 
 class _Reader:
-    """Bounded reads from one reply body."""
+    """Bounded reads from one reply body (views, not copies: a DATA reply's bytes are handed
+    on as they were read)."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+    def __init__(self, data: bytes, start: int = 0) -> None:
+        self.data, self.pos = memoryview(data), start
 
-    def take(self, n: int) -> bytes:
+    def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
             raise ProtocolError("the SFTP server sent a truncated reply")
         out = self.data[self.pos:self.pos + n]
@@ -127,11 +128,11 @@ class _Reader:
     def u64(self) -> int:
         return struct.unpack(">Q", self.take(8))[0]
 
-    def string(self) -> bytes:
+    def string(self) -> memoryview:
         return self.take(self.u32())
 
     def text(self) -> str:
-        return self.string().decode("utf-8", "surrogateescape")
+        return bytes(self.string()).decode("utf-8", "surrogateescape")
 
     def attrs(self) -> Attrs:
         flags = self.u32()
@@ -171,10 +172,13 @@ class SftpClient:
             raise EOFError("the SFTP stream closed")
         return data
 
-    def _send(self, kind: int, body: bytes, flush: bool = True) -> int:
+    def _send(self, kind: int, body: bytes, flush: bool = True, tail: bytes = b"") -> int:
+        """One request; `tail` (a WRITE's data) is written after `body` without joining them."""
         rid = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
-        self._writer.write(struct.pack(">IBI", len(body) + 5, kind, rid) + body)
+        self._writer.write(struct.pack(">IBI", len(body) + len(tail) + 5, kind, rid) + body)
+        if tail:
+            self._writer.write(tail)
         if flush:
             self._writer.flush()
         return rid
@@ -184,9 +188,8 @@ class SftpClient:
         if not 5 <= length <= MAX_PACKET:
             raise ProtocolError(f"the SFTP server sent a packet of {length} bytes")
         packet = self._read_exact(length)
-        kind = packet[0]
-        rid = struct.unpack(">I", packet[1:5])[0]
-        return kind, rid, _Reader(packet[5:])
+        kind, rid = struct.unpack_from(">BI", packet)
+        return kind, rid, _Reader(packet, 5)
 
     def _call(self, kind: int, body: bytes, path: str = "") -> Tuple[int, _Reader]:
         rid = self._send(kind, body)
@@ -224,8 +227,8 @@ class SftpClient:
         if packet.u32() < VERSION:
             raise ProtocolError("the SFTP server speaks a version older than 3")
         while packet.pos < len(packet.data) and len(self.extensions) < MAX_EXTENSIONS:
-            name = packet.string().decode("ascii", "replace")
-            self.extensions[name] = packet.string()
+            name = bytes(packet.string()).decode("ascii", "replace")
+            self.extensions[name] = bytes(packet.string())
         if "limits@openssh.com" in self.extensions:
             self._apply_limits()
         return self
@@ -307,7 +310,7 @@ class SftpClient:
 
     def listdir(self, path: str, limit: int) -> Iterator[Tuple[str, Attrs, str]]:
         """(name, attrs, longname) of each entry, as the server lists them (untrusted)."""
-        handle = self._expect(HANDLE, OPENDIR, _pack_str(_path(path)), path).string()
+        handle = bytes(self._expect(HANDLE, OPENDIR, _pack_str(_path(path)), path).string())
         seen = 0
         try:
             while True:
@@ -331,8 +334,8 @@ class SftpClient:
 
     # -- files ------------------------------------------------------------------------
     def open(self, path: str, flags: int, attrs: Optional[Attrs] = None) -> bytes:
-        return self._expect(HANDLE, OPEN, _pack_str(_path(path)) + struct.pack(">I", flags)
-                            + pack_attrs(attrs), path).string()
+        return bytes(self._expect(HANDLE, OPEN, _pack_str(_path(path)) + struct.pack(">I", flags)
+                                  + pack_attrs(attrs), path).string())
 
     def close(self, handle: bytes) -> None:
         try:
@@ -344,7 +347,7 @@ class SftpClient:
         if "fsync@openssh.com" in self.extensions:
             self._status(EXTENDED, _pack_str(b"fsync@openssh.com") + _pack_str(handle))
 
-    def download(self, handle: bytes, offset: int, end: int, sink: Callable[[bytes], None],
+    def download(self, handle: bytes, offset: int, end: int, sink: Callable[[memoryview], None],
                  path: str = "") -> int:
         """Read [offset, end) with many requests in flight, handing bytes to `sink` in order.
 
@@ -354,7 +357,7 @@ class SftpClient:
         chunk = self.read_chunk
         depth = max(1, IN_FLIGHT_BYTES // chunk)
         pending: Dict[int, Tuple[int, int]] = {}  # request id -> (offset, length)
-        ready: Dict[int, bytes] = {}  # offset -> bytes not yet handed on
+        ready: Dict[int, memoryview] = {}  # offset -> bytes not yet handed on
         asked = done = offset
         eof_at: Optional[int] = None
         try:
@@ -410,7 +413,8 @@ class SftpClient:
                 if not data:
                     finished = True
                     break
-                rid = self._send(WRITE, _pack_str(handle) + struct.pack(">Q", at) + _pack_str(data), flush=False)
+                rid = self._send(WRITE, _pack_str(handle) + struct.pack(">QI", at, len(data)), flush=False,
+                                 tail=data)
                 pending[rid] = len(data)
                 at += len(data)
             self._writer.flush()

@@ -328,17 +328,18 @@ def _pull_file(client: sf.SftpClient, tree: LocalTree, item: Item, stats: Transf
     handle = client.open(item.source, sf.F_READ)
     try:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | NOFOLLOW | BINARY, 0o600)
-        with open(fd, "wb", buffering=1024 * 1024) as sink:
+        with open(fd, "wb", buffering=0) as sink:  # replies are 32-256 KB: no buffer to copy into
             sink.seek(offset)
             sink.truncate()
 
-            def take(data: bytes) -> None:
-                sink.write(data)
+            def take(data) -> None:
+                view = memoryview(data)
+                while view:
+                    view = view[sink.write(view):]
                 stats.bytes += len(data)
                 bar.update(len(data))
 
             reached = client.download(handle, offset, item.size, take, path=item.source)
-            sink.flush()
             os.fsync(sink.fileno())
         after = client.fstat(handle)
     finally:
@@ -629,7 +630,7 @@ def _read_meta_remote(client: sf.SftpClient, path: str) -> Optional[dict]:
     finally:
         client.close(handle)
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(b"".join(bytes(c) for c in chunks))
     except ValueError:
         return None
 

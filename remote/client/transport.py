@@ -12,7 +12,8 @@ IdentityFile, ControlMaster) never rides along, and `ClearAllForwardings` keeps 
 LocalForward from colliding with a VS Code window already holding the port.
 
 Short commands (`sha256sum` for `--verify`) share the connection through a private
-ControlMaster socket on POSIX; elsewhere they log in again through the same entry.
+ControlMaster socket on POSIX (opened only when a copy will need them); elsewhere they log
+in again through the same entry.
 Where there is no `ssh` (or `REMOTECTL_SSH=paramiko`), paramiko with the pinned key from
 known_hosts carries the same SFTP client, slower but with the same checks.
 ssh's own stderr can hold remote text (a server banner, a disconnect message): it is
@@ -112,8 +113,11 @@ def explain_ssh_failure(name: str, stderr_line: str, code: Optional[int]) -> Lin
 class SshLink:
     """An SFTP session (`.sftp`) and short remote commands (`.run`) to one managed host."""
 
-    def __init__(self, layout: SshLayout, record: HostRecord, timeout: float = 15.0) -> None:
+    def __init__(self, layout: SshLayout, record: HostRecord, timeout: float = 15.0,
+                 commands: bool = False) -> None:
+        """`commands`: `.run` will be used (then, on POSIX, it shares the login)."""
         self.layout, self.record, self.timeout = layout, record, timeout
+        self.commands = commands
         self.sftp: Optional[SftpClient] = None
         self.via = "ssh"
         self._proc: Optional[subprocess.Popen] = None
@@ -145,7 +149,7 @@ class SshLink:
         if ssh is None:
             return self._open_paramiko()
         self._ssh = ssh
-        if os.name == "posix":
+        if os.name == "posix" and self.commands:
             self._mux_dir = tempfile.mkdtemp(prefix="rc-")  # 0700; a short path for the socket
         argv = self._base_argv(ssh)
         if self._mux_dir:
