@@ -132,3 +132,27 @@ def test_probe_and_error_text_reach_the_terminal_escaped(hostile, ssh_dir, clien
     assert pulled.returncode == 1
     assert "locked.bin" in pulled.stderr and "denied\\x1b]52" in pulled.stderr
     assert no_raw_controls(pulled.stdout + pulled.stderr)
+
+
+def test_verify_runs_over_the_same_login_and_a_lying_digest_fails_the_entry(hostile, ssh_dir, client_key,
+                                                                           tmp_path):
+    import hashlib
+
+    hostile.tree["/src"] = [File("good.bin", b"g" * 1000), File("bad.bin", b"b" * 1000)]
+    digests = {"/src/good.bin": hashlib.sha256(b"g" * 1000).hexdigest(), "/src/bad.bin": "0" * 64}
+
+    def answer(command: str) -> bytes:  # the remote's "sha256sum", lying about one file
+        names = [p for p in digests if p in command]
+        return "".join(digests[n] + "\n" for n in sorted(names, key=command.index)).encode()
+
+    hostile.exec_output = answer
+    assert connect(ssh_dir, client_key, hostile, "--no-check").returncode == 0
+    before = hostile.connections
+    result = remotectl("pull", "evil", "/src", str(tmp_path / "d"), "--verify", "--json", "--ssh-dir", str(ssh_dir))
+    assert result.returncode == 1
+    stats = json.loads(result.stdout)
+    assert stats["verified"] == 1 and stats["recopied"] == 1 and stats["failed"] == ["bad.bin"]
+    assert "SHA-256 still differs" in result.stderr
+    assert any("sha256sum" in c for c in hostile.commands)
+    if os.name == "posix":
+        assert hostile.connections - before == 1  # the hashes came over the copy's own login

@@ -97,6 +97,7 @@ class HostileServer:
     offered: List[str] = field(default_factory=list)  # every public key a client offered
     denied: List[str] = field(default_factory=list)  # paths whose open() fails
     status_text: Optional[str] = None  # the text of every error reply
+    connections: int = 0  # SSH connections accepted
 
     def __post_init__(self) -> None:
         private, public = keys.generate_ed25519("hostile")
@@ -147,6 +148,7 @@ class HostileServer:
                 conn, _ = self._sock.accept()
             except (socket.timeout, OSError):
                 continue
+            self.connections += 1
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             thread.start()
             self._threads.append(thread)
