@@ -516,6 +516,8 @@ def _guard(stats: TransferStats, warn: Warn, item: Item, action, *args, **kwargs
         _refuse(stats, warn, _shown_rel(item.rel), str(exc))
     except sf.SftpError as exc:
         _fail(stats, warn, _shown_rel(item.rel), exc.message)
+    except ConnectionError:
+        raise  # the link itself broke (a pipe to ssh): no later entry can go either
     except OSError as exc:
         _fail(stats, warn, _shown_rel(item.rel), clean_line(exc.strerror or exc))
     return None

@@ -130,7 +130,9 @@ class SshLink:
         self.open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, (EOFError, ConnectionError)):
+            raise self._failure(exc) from None  # the link died mid-copy: say why, in one line
         self.close()
 
     # -- opening ----------------------------------------------------------------------
@@ -192,6 +194,11 @@ class SshLink:
         self.close()
         if isinstance(exc, ProtocolError) and not line:
             return LinkFailed(f"{self.record.name}: {exc.message}")
+        if self.sftp is not None:  # it had worked: the link died during the copy
+            return LinkFailed(f"the connection to {self.record.name} closed during the copy"
+                              + (f" ({line})" if line else ""),
+                              "Run the same command again: finished files are skipped and the "
+                              "interrupted one resumes.")
         return explain_ssh_failure(self.record.name, line, code)
 
     def _open_paramiko(self) -> SshLink:

@@ -156,3 +156,21 @@ def test_verify_runs_over_the_same_login_and_a_lying_digest_fails_the_entry(host
     assert any("sha256sum" in c for c in hostile.commands)
     if os.name == "posix":
         assert hostile.connections - before == 1  # the hashes came over the copy's own login
+
+
+def test_a_runtime_that_vanishes_mid_copy_is_one_line_and_the_next_run_resumes(hostile, ssh_dir, client_key,
+                                                                              tmp_path):
+    data = os.urandom(2_000_000)
+    hostile.tree["/src"] = [File("ckpt.pth", data)]
+    hostile.cut_after = 600_000
+    assert connect(ssh_dir, client_key, hostile, "--no-check").returncode == 0
+    dest = tmp_path / "d"
+    cut = remotectl("pull", "evil", "/src/ckpt.pth", str(dest) + "/", "--ssh-dir", str(ssh_dir), console=True)
+    assert cut.returncode == 1, cut.stderr
+    errors = [line for line in cut.stderr.splitlines() if line.startswith("remotectl: error:")]
+    assert errors == ["remotectl: error: the connection to evil closed during the copy"]
+    assert "Traceback" not in cut.stderr and not (dest / "ckpt.pth").exists()
+    hostile.cut_after = None
+    again = remotectl("pull", "evil", "/src/ckpt.pth", str(dest) + "/", "--json", "--ssh-dir", str(ssh_dir))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["resumed"] == 1 and (dest / "ckpt.pth").read_bytes() == data

@@ -73,11 +73,16 @@ def _attrs(entry: Entry) -> paramiko.SFTPAttributes:
 
 
 class _Handle(paramiko.SFTPHandle):
-    def __init__(self, entry: File) -> None:
+    def __init__(self, entry: File, hostile: HostileServer) -> None:
         super().__init__()
-        self.entry = entry
+        self.entry, self.hostile = entry, hostile
 
     def read(self, offset, length):
+        hostile = self.hostile
+        hostile.served += length
+        if hostile.cut_after is not None and hostile.served > hostile.cut_after:
+            for transport in hostile.transports:
+                transport.close()  # the runtime vanishes mid-copy
         return self.entry.data[offset:offset + length]
 
     def stat(self):
@@ -98,6 +103,7 @@ class HostileServer:
     denied: List[str] = field(default_factory=list)  # paths whose open() fails
     status_text: Optional[str] = None  # the text of every error reply
     connections: int = 0  # SSH connections accepted
+    cut_after: Optional[int] = None  # drop every connection once this many bytes were read
 
     def __post_init__(self) -> None:
         private, public = keys.generate_ed25519("hostile")
@@ -107,6 +113,8 @@ class HostileServer:
         self._sock: Optional[socket.socket] = None
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
+        self.transports: List[paramiko.Transport] = []
+        self.served = 0
 
     # -- the virtual tree -------------------------------------------------------------
     def lookup(self, path: str) -> Optional[Entry]:
@@ -155,6 +163,7 @@ class HostileServer:
 
     def _serve(self, conn: socket.socket) -> None:
         transport = paramiko.Transport(conn)
+        self.transports.append(transport)
         transport.add_server_key(self.host_key)
         server = self
         transport.set_subsystem_handler("sftp", _HostileSftpServer, _Sftp, server)
@@ -235,7 +244,7 @@ class _Sftp(paramiko.SFTPServerInterface):
         entry = self.hostile.lookup(path)
         if not isinstance(entry, File):
             return paramiko.SFTP_NO_SUCH_FILE
-        return _Handle(entry)
+        return _Handle(entry, self.hostile)
 
 
 class _HostileSftpServer(paramiko.SFTPServer):
