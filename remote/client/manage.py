@@ -88,6 +88,8 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
     ident = check_identity(Path(identity) if identity else layout.default_identity)
     if path is not None and not path.strip():
         raise BadInput("--path must not be empty")
+    if path is not None and clean_line(path, limit=None) != path:
+        raise BadInput(f"--path {clean_line(path)!r} holds a control character")
     for value in (target.host, target.user):
         sshconfig.ssh_quote(value)  # refuses values ssh_config cannot hold
     # Paths with quotes, spaces, '%', globs or non-ASCII: proven with this computer's own ssh

@@ -244,3 +244,21 @@ def test_progress_without_a_terminal_ends_every_line(sshd, ssh_dir, client_key, 
     assert "\r" not in result.stderr and result.stderr.endswith("\n")
     lines = [line for line in result.stderr.splitlines() if line.startswith("pull big.bin:")]
     assert len(lines) >= 2 and lines[-1].startswith("pull big.bin: 6.5/6.5 MB (100%)")
+
+
+def test_without_openssh_the_same_copy_runs_over_paramiko_with_the_pin(sshd, ssh_dir, client_key, tmp_path):
+    project = tmp_path / "remote" / "proj"
+    saved = make_saved(project)
+    connect(ssh_dir, client_key, sshd.card(path=str(project)))
+    env = {"REMOTECTL_SSH": "paramiko"}
+    home = tmp_path / "home"
+    pulled = remotectl("pull", "saved", str(home), "--json", "--verify", "--ssh-dir", str(ssh_dir), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads(pulled.stdout)["verified"] == 2
+    assert tree(home / "saved")["models/run1/model_best.pth"] == tree(saved)["models/run1/model_best.pth"]
+    sshd.restart(new_host_key=True)  # another machine at the address: refused, nothing copied
+    again = remotectl("pull", "saved", str(tmp_path / "other"), "--ssh-dir", str(ssh_dir), env=env)
+    assert again.returncode == 1 and "host key mismatch" in again.stderr
+    assert not (tmp_path / "other").exists()
+    refused = remotectl("pull", "saved", str(tmp_path / "other"), "--ssh-dir", str(ssh_dir))  # and OpenSSH
+    assert refused.returncode == 1 and "not the one pinned" in refused.stderr
