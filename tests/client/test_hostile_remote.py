@@ -168,7 +168,7 @@ def test_a_runtime_that_vanishes_mid_copy_is_one_line_and_the_next_run_resumes(h
     cut = remotectl("pull", "evil", "/src/ckpt.pth", str(dest) + "/", "--ssh-dir", str(ssh_dir), console=True)
     assert cut.returncode == 1, cut.stderr
     errors = [line for line in cut.stderr.splitlines() if line.startswith("remotectl: error:")]
-    assert errors == ["remotectl: error: the connection to evil closed during the copy"]
+    assert len(errors) == 1 and errors[0].startswith("remotectl: error: the connection to evil closed during")
     assert "Traceback" not in cut.stderr and not (dest / "ckpt.pth").exists()
     hostile.cut_after = None
     again = remotectl("pull", "evil", "/src/ckpt.pth", str(dest) + "/", "--json", "--ssh-dir", str(ssh_dir))
