@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from remote import keys
 from remote.errors import BadInput, RemotectlError
@@ -28,16 +29,18 @@ def ensure_keypair(path: Path, comment: str, force: bool = False) -> KeyPair:
     if force or not path.exists():
         return KeyPair(path, keys.write_keypair(path, comment, force=True), True)
     try:
-        derived = keys.public_from_private(path)
-    except (ValueError, TypeError, OSError) as exc:
+        line = public_path.read_text().strip()
+        shown: Optional[str] = keys.bare(line) if line else None
+    except (OSError, ValueError, BadInput):
+        shown = None
+    try:
+        derived: Optional[str] = keys.public_from_private(path)
+    except (ValueError, TypeError, OSError) as exc:  # encrypted, or not a key at all
+        if shown is not None:
+            return KeyPair(path, line, False)  # a passphrase key: its .pub is all there is to show
         raise RemotectlError(f"{path} exists but is not a key remotectl can read ({exc})",
                              "Use --force to replace it (the old key stops working), or --path "
                              "for another file.") from None
-    try:
-        line = public_path.read_text().strip()
-        shown = keys.bare(line) if line else None
-    except (OSError, ValueError, BadInput):
-        shown = None
     if shown is None:
         atomic_write(public_path, f"{derived} {comment}".strip() + "\n", mode=0o644)
         return KeyPair(path, f"{derived} {comment}".strip(), False)

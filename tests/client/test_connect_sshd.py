@@ -292,3 +292,8 @@ def test_commands_are_registered_when_the_package_is_imported(ssh_dir):
 
     result = CliRunner().invoke(cli, ["hosts", "--ssh-dir", str(ssh_dir)])
     assert result.exit_code == 0 and "No hosts yet" in result.output
+
+
+def test_connect_help_names_the_real_default_of_path():
+    shown = " ".join(remotectl("connect", "--help").stdout.split())
+    assert "[default: the card's folder (where `up` ran), else /content]" in shown
