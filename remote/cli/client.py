@@ -327,6 +327,8 @@ def _transfer(verb: str, args: Tuple[str, ...], timeout: float, quiet: bool, ver
     lay = _layout(ssh_dir)
     record, source, dest = manage.split_transfer_args(lay, args, verb)
     copy = transfer.pull if verb == "pull" else transfer.push
+    if verb == "push":
+        transfer.check_local_source(source)
     with SshLink(lay, record, timeout=timeout, commands=verify) as link:
         stats = copy(link.sftp, link.run, source, dest if verb == "push" else (dest or "."),
                      folder=record.path, progress=not (quiet or as_json), verify=verify, warn=_warn)

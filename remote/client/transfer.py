@@ -716,16 +716,21 @@ def _make_remote_link(client: sf.SftpClient, tree: RemoteTree, item: Item, stats
     stats.links += 1
 
 
+def check_local_source(source: str) -> None:
+    """BadInput before any login when there is nothing to push."""
+    if not os.path.exists(source):
+        raise BadInput(f"local path {source} does not exist")
+
+
 def push(client: sf.SftpClient, run: Callable[[str], bytes], source: str, dest: Optional[str] = None,
          folder: Optional[str] = None, progress: bool = True, verify: bool = False,
          warn: Optional[Warn] = None) -> TransferStats:
     """Copy local SOURCE (file or folder) to remote DEST (default: the host's folder)."""
     warn = warn or (lambda message: None)
     stats = TransferStats()
+    check_local_source(source)
     paths = RemotePaths(client, folder)
     src = Path(source)
-    if not os.path.exists(src):
-        raise BadInput(f"local path {source} does not exist")
     contents = _is_contents(source)
     dest_text = dest if dest is not None else "."
     remote_dest = paths.resolve(dest_text)
