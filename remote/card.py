@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -29,8 +30,15 @@ from remote.errors import BadInput
 PREFIX = "rc"
 VERSION = 1
 TUNNEL_KINDS = ("direct", "ngrok", "cloudflared")
-_SHAPE = re.compile(r"^rc(\d+)\.([A-Za-z0-9_-]+)\.([0-9a-f]{8})$")
-_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SHAPE = re.compile(r"rc(\d+)\.([A-Za-z0-9_-]+)\.([0-9a-f]{8})")  # always fullmatch: `$` accepts "\n"
+_SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+_HOST_V6 = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+MAX_CARD = 8192  # a real card is ~250 characters; anything this long is not one
+# Characters a shell, cmd.exe or PowerShell would act on, refused in the card's folder (which
+# reaches `code`, the terminal and ssh_config): no quoting is then ever needed to keep it inert.
+FOLDER_FORBIDDEN = frozenset("&|<>^%!\"'$`\\;*?")
 
 
 class CardError(BadInput):
@@ -45,7 +53,7 @@ class Card:
     host: str
     port: int
     host_key: str  # "ssh-ed25519 AAAA..." (no comment)
-    session: str  # short id: names the HostKeyAlias `remotectl-<session>`
+    session: str  # short id of the runtime (informational: pins are keyed by the laptop's host alias)
     tunnel: str = "direct"  # one of TUNNEL_KINDS
     path: Optional[str] = None  # the remote folder to open (where `up` ran: the project)
     python: Optional[str] = None  # the interpreter `up` ran under (its sys.executable)
@@ -75,7 +83,9 @@ def decode(text: str) -> Card:
     token = text.strip()
     if token.startswith("remotectl connect "):
         token = token[len("remotectl connect "):].strip()
-    match = _SHAPE.match(token)
+    if len(token) > MAX_CARD:
+        raise CardError("this is not a remotectl card (far too long)")
+    match = _SHAPE.fullmatch(token)
     if not match:
         if token.startswith(PREFIX) and "." in token:
             raise CardError("the card is damaged: copy the whole `remotectl connect ...` line again")
@@ -93,7 +103,7 @@ def decode(text: str) -> Card:
         raise CardError("the card is damaged (checksum mismatch): copy the whole line again")
     try:
         fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise CardError("the card is damaged: its payload does not decode") from exc
     if not isinstance(fields, dict) or fields.get("v") != version:
         raise CardError("the card is damaged: its payload does not match its version")
@@ -106,33 +116,88 @@ def decode(text: str) -> Card:
 
 
 def validate(card: Card) -> None:
-    """Refuse values that would break or subvert an ssh_config entry."""
+    """Refuse any field that could break or subvert what the client writes or runs with it.
+
+    A card may come from anyone, so every field is checked whole (``fullmatch``: a trailing
+    newline is not "the end") before the client writes anything: names are plain host and
+    user names, the key a real OpenSSH public key, the folder an absolute path that no shell,
+    ``cmd.exe`` or terminal would act on.
+    """
     if not isinstance(card.port, int) or isinstance(card.port, bool) or not 1 <= card.port <= 65535:
         raise CardError(f"port {card.port!r} is out of range (1-65535)")
-    for name in ("user", "host"):
-        value = getattr(card, name)
-        if not isinstance(value, str) or not value or not re.fullmatch(r"[A-Za-z0-9_.@:%\[\]-]+", value):
-            raise CardError(f"the card's {name} {value!r} is not a valid {name} name")
-    if not isinstance(card.session, str) or not _SESSION.match(card.session):
-        raise CardError(f"the card's session id {card.session!r} is not valid")
+    if not isinstance(card.user, str) or not _USER.fullmatch(card.user):
+        raise CardError(f"the card's user {_shown(card.user)} is not a valid user name")
+    if not valid_host(card.host):
+        raise CardError(f"the card's host {_shown(card.host)} is not a valid host name")
+    if not isinstance(card.session, str) or not _SESSION.fullmatch(card.session):
+        raise CardError(f"the card's session id {_shown(card.session)} is not valid")
     if card.tunnel not in TUNNEL_KINDS:
-        raise CardError(f"unknown tunnel kind {card.tunnel!r} (known: {', '.join(TUNNEL_KINDS)})",
+        raise CardError(f"unknown tunnel kind {_shown(card.tunnel)} (known: {', '.join(TUNNEL_KINDS)})",
                         "Upgrade the client: pip install -U remotectl")
-    if card.path is not None and (not isinstance(card.path, str) or not card.path.startswith("/")
-                                  or len(card.path) > 1024
-                                  or any(ord(ch) < 32 or ch in '"\\' for ch in card.path)):
-        raise CardError(f"the card's folder {card.path!r} is not an absolute remote path")
-    if card.python is not None and not plain_remote_path(card.python):
-        raise CardError(f"the card's interpreter {card.python!r} is not an absolute remote path")
-    parts = card.host_key.split() if isinstance(card.host_key, str) else []
-    if len(parts) != 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
+    if card.path is not None:
+        why = folder_problem(card.path)
+        if why:
+            raise CardError(f"the card's folder {_shown(card.path)} is not usable: {why}")
+    if card.python is not None:
+        why = folder_problem(card.python)
+        if why:
+            raise CardError(f"the card's interpreter {_shown(card.python)} is not usable: {why}")
+    _check_host_key(card.host_key)
+
+
+def valid_host(host: object) -> bool:
+    """A DNS name, an IPv4 address, or an IPv6 literal (bare or in brackets); no leading dash."""
+    if not isinstance(host, str):
+        return False
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        return ":" in host and bool(_HOST_V6.fullmatch(host))
+    if ":" in host:
+        return bool(_HOST_V6.fullmatch(host))
+    return bool(_HOST_NAME.fullmatch(host))
+
+
+def folder_problem(path: object) -> Optional[str]:
+    """Why `path` cannot be the remote folder a card names (None when it can).
+
+    Spaces and non-ASCII letters are fine (`/content/drive/MyDrive/Colab Notebooks`); what a
+    shell or `cmd.exe` would interpret, control and invisible formatting characters are not.
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        return "not an absolute remote path"
+    if len(path) > 1024:
+        return "longer than 1024 characters"
+    for ch in path:
+        if ch in FOLDER_FORBIDDEN:
+            return f"it contains {ch!r}, which a shell or cmd.exe would interpret"
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            return f"it contains the control character U+{ord(ch):04X}"
+    if any(part in (".", "..") for part in path.split("/")):
+        return "it contains a '.' or '..' component"
+    return None
+
+
+def _check_host_key(host_key: object) -> None:
+    from remote.keys import parse_public_key
+
+    if not isinstance(host_key, str) or not host_key.startswith(("ssh-", "ecdsa-", "sk-")) \
+            or len(host_key.split()) != 2:
         raise CardError("the card's host key is not an OpenSSH public key")
+    try:
+        parse_public_key(host_key)
+    except BadInput:
+        raise CardError("the card's host key is not an OpenSSH public key") from None
+
+
+def _shown(value: object) -> str:
+    """A card's value quoted for an error line: repr escapes every control character."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def plain_remote_path(value: object) -> bool:
-    """An absolute path an ssh_config line or a shell hint can carry (no control chars, quotes)."""
-    return (isinstance(value, str) and value.startswith("/") and len(value) <= 1024
-            and not any(ord(ch) < 32 or ch in '"\\' for ch in value))
+    """An absolute path a card, an ssh_config line or a shell hint can carry (see folder_problem)."""
+    return folder_problem(value) is None
 
 
 def connect_line(card: Card) -> str:
@@ -145,7 +210,7 @@ def _check(head: str) -> str:
 
 
 def new_session_id(nbytes: int = 6) -> str:
-    """A short random id; distinct runtimes get distinct HostKeyAliases."""
+    """A short random id naming one runtime in cards, logs and `hosts`."""
     import secrets
 
     return secrets.token_hex(nbytes)
@@ -154,4 +219,4 @@ def new_session_id(nbytes: int = 6) -> str:
 def maybe_card(text: str) -> Optional[Card]:
     """The card in `text` if it looks like one, else None (for the client's plain forms)."""
     token = text.strip().split()[-1] if text.strip() else ""
-    return decode(token) if _SHAPE.match(token) or token.startswith(f"{PREFIX}{VERSION}.") else None
+    return decode(token) if _SHAPE.fullmatch(token) or token.startswith(f"{PREFIX}{VERSION}.") else None

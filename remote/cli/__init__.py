@@ -46,7 +46,6 @@ def _register() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Console-script entry point: run the group, map errors to one line and an exit code."""
-    _register()
     debug = os.environ.get("REMOTECTL_DEBUG", "") not in ("", "0") or "--debug" in (argv or sys.argv[1:])
     try:
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name="remotectl",
@@ -71,3 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             raise
         fail(f"{type(exc).__name__}: {exc}", "Run again with --debug for the traceback, and report it.", 1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# Registered at import, so `click.testing.CliRunner().invoke(cli, ...)` sees every command.
+_register()

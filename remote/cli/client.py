@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 
 import click
 
-from remote.cli.common import emit_json, info, json_option, ssh_dir_option
+from remote.cli.common import emit_json, info, json_option, ssh_dir_option, warn
 
 TIMEOUT_HELP = "Seconds to wait for the host at each step."
 
@@ -22,11 +22,7 @@ def _layout(ssh_dir: Optional[str]):
     return layout(ssh_dir)
 
 
-def _warn(message: str) -> None:
-    first, *rest = message.strip().splitlines()
-    click.echo(f"remotectl: warning: {first}", err=True)
-    for line in rest:
-        click.echo(f"  {line.strip()}" if not line.startswith("    ") else line, err=True)
+_warn = warn
 
 
 def _ago(stamp: Optional[str]) -> str:
@@ -53,12 +49,13 @@ def _ago(stamp: Optional[str]) -> str:
 @json_option
 def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Optional[str],
            as_json: bool) -> None:
-    """Make the Ed25519 key pair remotectl logs in with."""
+    """Make the Ed25519 key pair remotectl logs in with (again: show its public line)."""
     import getpass
     import socket
     from pathlib import Path
 
     from remote import keys
+    from remote.client.identity import ensure_keypair
 
     lay = _layout(ssh_dir)
     target = Path(path).absolute() if path else lay.default_identity
@@ -66,13 +63,17 @@ def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Op
         lay.ensure_managed_dir()
     if comment is None:
         comment = f"remotectl {getpass.getuser()}@{socket.gethostname()}"
-    public = keys.write_keypair(target, comment, force=force)
+    pair = ensure_keypair(target, comment, force=force)
+    public = pair.public
     if as_json:
-        emit_json({"private_key": str(target), "public_key_file": f"{target}.pub",
+        emit_json({"private_key": str(target), "public_key_file": f"{target}.pub", "created": pair.created,
                    "public_key": public, "fingerprint": keys.fingerprint(public),
                    "secret_name": "REMOTECTL_AUTHORIZED_KEY"})
         return
-    info(f"Wrote {target} (private, 0600) and {target}.pub.")
+    if pair.created:
+        info(f"Wrote {target} (private, 0600) and {target}.pub.")
+    else:
+        info(f"{target} already exists (kept; --force makes a new one). Its public line:")
     info("Store this line in Colab's Secrets panel as REMOTECTL_AUTHORIZED_KEY (notebook access on);")
     info("on another server, add it to ~/.ssh/authorized_keys. `remotectl connect` uses this key.")
     info("")
@@ -93,7 +94,9 @@ def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Op
 @click.option("--deep", is_flag=True,
               help="Import torch remotely to ask torch.cuda.is_available() (takes seconds).")
 @click.option("--open", "open_code", is_flag=True, help="Then open VS Code on the remote folder.")
-@click.option("--path", default=None, help="Remote folder for VS Code [default: /content].")
+@click.option("--path", default=None,
+              help="Remote folder for VS Code, pull and push [default: the card's folder (where `up` "
+                   "ran), else /content].")
 @click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)
 @click.option("--cloudflared", "cloudflared", default=None, metavar="PATH",
               help="cloudflared cards: the cloudflared to run [default: $REMOTECTL_CLOUDFLARED, PATH, "
@@ -143,7 +146,11 @@ def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards:
     if not no_check:
         error = _check(lay, record.name, timeout, result, as_json, deep=deep, after_connect=True)
     if error is None:
-        info(f"Next: ssh {record.name}    or    {vscode.shell_line(record.name, record.path)}", as_json)
+        info(f"Next: {lay.ssh_command(record.name)}    or    {vscode.shell_line(record.name, record.path)}",
+             as_json)
+        if not lay.is_default:
+            info(f"  (this ssh folder is not the one plain `ssh` and VS Code read: set VS Code's "
+                 f"remote.SSH.configFile to {lay.user_config})", as_json)
         if open_code:
             vscode.open_remote(record.name, record.path)
             info("Opening VS Code...", as_json)
@@ -184,22 +191,18 @@ def _check(lay, name: str, timeout: float, result: dict, as_json: bool, deep: bo
            after_connect: bool = False):
     """Probe and report; return the error to raise (after the JSON is out), or None."""
     from remote import keys
-    from remote.client import manage, probe
-    from remote.errors import RemotectlError
+    from remote.client import manage
 
-    record = manage.get_record(lay, name)
-    endpoint = manage.endpoint_for(lay, record)
-    try:
-        report = probe.probe(endpoint, timeout=timeout, deep=deep)
-    except RemotectlError as exc:
-        manage.record_check(lay, name, error=exc.message)
+    outcome = manage.check(lay, name, timeout=timeout, deep=deep)
+    exc = outcome.error
+    if exc is not None:
         result["check"] = {"ok": False, "error": exc.message}
         if after_connect:
             hint = (exc.hint + "\n" if exc.hint else "") + \
                 f"The entry stays written; run `remotectl check {name}` once the host is up."
             return type(exc)(exc.message, hint)
         return exc
-    manage.record_check(lay, name, report=report)
+    report = outcome.report
     result["check"] = {"ok": True, **report.as_dict()}
     if report.learned:
         _warn(f"pinned the key the host presented on first use: {keys.fingerprint(report.host_key)}\n"
@@ -289,84 +292,77 @@ def disconnect(name: Optional[str], ssh_dir: Optional[str], as_json: bool) -> No
 
 
 # -- pull, push, open -----------------------------------------------------------------
-def _split_args(lay, args: Tuple[str, ...], verb: str):
-    """[NAME] SRC [DST]: with two words, the first is NAME only if it is a managed host."""
-    from remote.client import manage, registry
-    from remote.errors import BadInput
-
-    if not 1 <= len(args) <= 3:
-        raise BadInput(f"usage: remotectl {verb} [NAME] SOURCE [DEST]")
-    names = registry.load(lay).hosts
-    if len(args) == 3 or (len(args) == 2 and args[0] in names):
-        name, rest = args[0], args[1:]
-    else:
-        name, rest = None, args
-    record = manage.get_record(lay, name)
-    return record, rest[0], rest[1] if len(rest) > 1 else None
-
-
-def _sftp_run(lay, record, timeout: float, work):
-    from remote.client import manage, probe
-
-    client = probe.open_client(manage.endpoint_for(lay, record), timeout=timeout)
-    try:
-        sftp = client.open_sftp()
-        try:
-            try:  # relative remote paths start in the host's folder (the project, from the card)
-                sftp.chdir(record.path)
-            except OSError:
-                pass  # no such folder there (e.g. /content off Colab): the login folder it is
-            return work(sftp)
-        finally:
-            sftp.close()
-    finally:
-        client.close()
-
-
 def _transfer_done(verb: str, stats, dest: str, as_json: bool) -> None:
     if as_json:
         emit_json({"verb": verb, "dest": dest, **stats.as_dict()})
-        return
-    info(f"{verb}: {stats.files} file(s), {stats.bytes / 1e6:.1f} MB copied, "
-         f"{stats.skipped} already there, {stats.resumed} resumed -> {dest}")
+    else:
+        links = f", {stats.links} link(s)" if stats.links else ""
+        checked = f", {stats.verified} verified" if stats.verified else ""
+        info(f"{verb}: {stats.files} file(s), {stats.bytes / 1e6:.1f} MB copied, "
+             f"{stats.skipped} already there, {stats.resumed} resumed{links}{checked} -> {dest}")
+    if stats.problems:
+        from remote.errors import RemotectlError
+
+        raise RemotectlError(f"{stats.problems} entr{'y was' if stats.problems == 1 else 'ies were'} not "
+                             f"copied (see the warnings above); everything else was",
+                             "Refused entries are ones the remote named unsafely; run the same "
+                             "command again for the others.")
 
 
 def _transfer_options(func):
     """The options pull and push share (they differ only in direction)."""
-    for option in (json_option, ssh_dir_option, click.option("--quiet", is_flag=True, help="No progress bar."),
+    for option in (json_option, ssh_dir_option, click.option("--quiet", is_flag=True, help="No progress output."),
+                   click.option("--verify", is_flag=True,
+                                help="Also compare SHA-256 with the remote (sha256sum there) and copy "
+                                     "again on a mismatch."),
                    click.option("--timeout", type=float, default=15.0, show_default=True, help=TIMEOUT_HELP)):
         func = option(func)
     return func
 
 
-def _transfer(verb: str, args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str],
-              as_json: bool) -> None:
-    """Copy SOURCE to DEST (default: "." on the receiving side) over the pinned SFTP link."""
-    from remote.client import transfer
+def _transfer(verb: str, args: Tuple[str, ...], timeout: float, quiet: bool, verify: bool,
+              ssh_dir: Optional[str], as_json: bool) -> None:
+    """Copy SOURCE to DEST over the written entry (rsync's rules; see remote/client/transfer.py)."""
+    from remote.client import manage, transfer
+    from remote.client.transport import SshLink
 
     lay = _layout(ssh_dir)
-    record, source, dest = _split_args(lay, args, verb)
-    dest = dest or "."
+    record, source, dest = manage.split_transfer_args(lay, args, verb)
     copy = transfer.pull if verb == "pull" else transfer.push
-    stats = _sftp_run(lay, record, timeout,
-                      lambda sftp: copy(sftp, source, dest, progress=not (quiet or as_json)))
-    _transfer_done(verb, stats, dest, as_json)
+    if verb == "push":
+        transfer.check_local_source(source)
+    with SshLink(lay, record, timeout=timeout, commands=verify) as link:
+        stats = copy(link.sftp, link.run, source, dest if verb == "push" else (dest or "."),
+                     folder=record.path, progress=not (quiet or as_json), verify=verify, warn=_warn)
+    _transfer_done(verb, stats, dest or ("." if verb == "pull" else record.path), as_json)
 
 
 @click.command()
 @click.argument("args", nargs=-1, required=True, metavar="[NAME] REMOTE [LOCAL]")
 @_transfer_options
-def pull(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
-    """Download a remote file or folder such as saved/models, resuming partial copies."""
-    _transfer("pull", args, timeout, quiet, ssh_dir, as_json)
+def pull(args: Tuple[str, ...], timeout: float, quiet: bool, verify: bool, ssh_dir: Optional[str],
+         as_json: bool) -> None:
+    """Download a remote file or folder such as saved/models, resuming partial copies.
+
+    \b
+    As rsync: `pull saved/models ~/runs` makes ~/runs/models; `pull saved/models/ ~/runs`
+    copies what is inside. Relative remote paths start in the host's folder. Files already
+    there (same size and mtime) are skipped, so running it again copies only what changed.
+    """
+    _transfer("pull", args, timeout, quiet, verify, ssh_dir, as_json)
 
 
 @click.command()
 @click.argument("args", nargs=-1, required=True, metavar="[NAME] LOCAL [REMOTE]")
 @_transfer_options
-def push(args: Tuple[str, ...], timeout: float, quiet: bool, ssh_dir: Optional[str], as_json: bool) -> None:
-    """Upload a local file or folder to the remote (default: the host's folder, as for `open`)."""
-    _transfer("push", args, timeout, quiet, ssh_dir, as_json)
+def push(args: Tuple[str, ...], timeout: float, quiet: bool, verify: bool, ssh_dir: Optional[str],
+         as_json: bool) -> None:
+    """Upload a local file or folder to the remote (default: the host's folder, as for `open`).
+
+    \b
+    As rsync: `push data` makes <folder>/data there; `push data/ data` copies what is inside.
+    """
+    _transfer("push", args, timeout, quiet, verify, ssh_dir, as_json)
 
 
 @click.command(name="open")

@@ -14,29 +14,17 @@ import shutil
 import socket
 import stat
 import subprocess
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from remote.client import known_hosts, registry, sshconfig
+from remote.client import registry, sshconfig
 from remote.client.layout import SshLayout
 from remote.client.registry import HostRecord
+from remote.findings import NOTE, OK, PROBLEM, Finding
 
-OK, PROBLEM, NOTE = "ok", "problem", "note"
 MIN_OPENSSH = (7, 3)  # `Include` in ssh_config arrived in OpenSSH 7.3
 REMOTE_SSH_EXTENSION = "ms-vscode-remote.remote-ssh"
 _MANAGED_INCLUDE_RE = re.compile(rb"^[ \t]*include[ \t]*=?[ \t]*\S*remotectl[/\\]config\b", re.I | re.M)
-
-
-@dataclass
-class Finding:
-    check: str  # what was looked at, e.g. "ssh config", "host colab"
-    status: str  # ok | problem | note
-    detail: str
-    fix: Optional[str] = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def openssh_client() -> Finding:
@@ -182,25 +170,99 @@ def banner(host: str, port: int, timeout: float) -> str:
     return line
 
 
-def _resolves(lay: SshLayout, record: HostRecord) -> Optional[str]:
-    """What `ssh -G NAME` makes of our host, when it differs from the entry (shadowing, typos)."""
+def _ssh_g(lay: SshLayout, name: str) -> Tuple[Optional[Dict[str, List[str]]], Optional[str]]:
+    """`ssh -G NAME` through the user's config: (every option's values, None) or (None, error)."""
     ssh = shutil.which("ssh")
     if not ssh or not lay.user_config.exists():
-        return None
+        return None, None
     try:
-        out = subprocess.run([ssh, "-G", "-F", str(lay.user_config), record.name], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run([ssh, "-G", "-F", str(lay.user_config), name], capture_output=True,
+                             text=True, timeout=10, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return None, None
     if out.returncode != 0:
-        return (out.stderr.strip().splitlines() or ["ssh -G failed"])[-1]
-    seen = {}
+        return None, (out.stderr.strip().splitlines() or ["ssh -G failed"])[-1]
+    seen: Dict[str, List[str]] = {}
     for row in out.stdout.splitlines():
         key, _, value = row.partition(" ")
-        seen.setdefault(key, value)
+        seen.setdefault(key, []).append(value)
+    return seen, None
+
+
+def _resolves(record: HostRecord, seen: Optional[Dict[str, List[str]]], error: Optional[str]) -> Optional[str]:
+    """What `ssh -G NAME` makes of our host, when it differs from the entry (shadowing, typos)."""
+    if error:
+        return error
+    if seen is None:
+        return None
     wanted = {"hostname": record.host.lower(), "port": str(record.port), "hostkeyalias": record.alias}
-    wrong = [f"{k} {seen.get(k)!s} (entry: {v})" for k, v in wanted.items() if seen.get(k) != v]
+    wrong = [f"{k} {(seen.get(k) or [None])[0]!s} (entry: {v})" for k, v in wanted.items()
+             if (seen.get(k) or [None])[0] != v]
     return ("`ssh -G` resolves " + ", ".join(wrong)) if wrong else None
+
+
+# Options that add up instead of "first value wins": a user's `Host *` line for one of them
+# applies to our hosts too, whatever our entry says (OpenSSH has no way to take them back:
+# even `SendEnv -*` only removes what came before it, and our entry comes first).
+_ADDITIVE = {"sendenv": "SendEnv", "setenv": "SetEnv", "identityfile": "IdentityFile",
+             "certificatefile": "CertificateFile", "localforward": "LocalForward",
+             "remoteforward": "RemoteForward", "dynamicforward": "DynamicForward"}
+_LOCALE = {"LANG", "LC_*", "LANGUAGE", "LC_ALL"}  # Debian's and Ubuntu's own `SendEnv LANG LC_*`
+
+
+def _config_lines(path: Path, keyword: str) -> List[Tuple[int, str, Optional[Tuple[int, str]]]]:
+    """(line number, line, enclosing Host/Match header) for each `keyword` line in `path`."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    found, header = [], None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        word = re.split(r"[\s=]+", line, maxsplit=1)[0].lower() if line else ""
+        if word in ("host", "match"):
+            header = (number, line)
+        elif word == keyword.lower():
+            found.append((number, line, header))
+    return found
+
+
+def leaks(lay: SshLayout, record: HostRecord, seen: Dict[str, List[str]], names: List[str]) -> List[Finding]:
+    """Settings from elsewhere in the user's ssh config that still reach this host.
+
+    remotectl's own ssh runs (pull, push, check) use only remotectl's config, so they are not
+    affected; `ssh NAME` and VS Code read the user's whole config.
+    """
+    what = f"host {record.name}"
+    ours = {"identityfile": {Path(record.identity).as_posix().replace("%", "%%")},
+            "localforward": {f"{fw.local_port} [{fw.remote_host}]:{fw.remote_port}"
+                             for fw in map(sshconfig.parse_forward, record.forwards)}}
+    found: List[Finding] = []
+    scope = " ".join(f"!{n}" for n in names)
+    for key, keyword in _ADDITIVE.items():
+        extra = [v for v in seen.get(key, []) if v not in ours.get(key, set())
+                 and not (key == "sendenv" and v in _LOCALE)]
+        if not extra:
+            continue
+        places = _config_lines(lay.user_config, keyword)
+        where = "; ".join(f"line {n}: `{line}`" + (f" under `{h[1]}` (line {h[0]})" if h else "")
+                          for n, line, h in places[:3]) or "an Included file or the system-wide ssh_config"
+        header = next((h for _, _, h in places if h and h[1].lower().startswith("host")), None)
+        fix = (f"scope it to the hosts that need it: change `{header[1]}` (line {header[0]} of "
+               f"{lay.user_config}) to `{header[1]} {scope}`" if header else
+               f"move it under the Host blocks that need it (in {lay.user_config}, or wherever it is set)")
+        if key in ("sendenv", "setenv"):
+            found.append(Finding(what, PROBLEM, f"`ssh {record.name}` and VS Code send environment variables "
+                                 f"{', '.join(extra)} to this host, set by {where}: OpenSSH adds these up, so "
+                                 "remotectl's entry cannot take them back", fix))
+        elif key in ("identityfile", "certificatefile"):
+            found.append(Finding(what, NOTE, f"`ssh {record.name}` also offers {', '.join(extra)} ({keyword}, "
+                                 f"set by {where}) when remotectl's key is refused: a hostile host learns "
+                                 "who you are from it", fix))
+        else:
+            found.append(Finding(what, NOTE, f"`ssh {record.name}` also sets up {keyword} {', '.join(extra)} "
+                                 f"(set by {where})", fix))
+    return found
 
 
 def host(lay: SshLayout, record: HostRecord, managed_names: List[str], timeout: float,
@@ -212,7 +274,10 @@ def host(lay: SshLayout, record: HostRecord, managed_names: List[str], timeout: 
     if record.name not in managed_names:
         found.append(Finding(what, PROBLEM, f"no `Host {record.name}` block in {lay.managed_config}",
                              f"remotectl connect <card> --name {record.name}"))
-    pinned = known_hosts.lookup(lay.known_hosts, record.alias)
+    from remote.client.manage import pinned_key
+
+    key = pinned_key(lay, record)
+    pinned = [key] if key else []
     if record.host_key is None:
         found.append(Finding(what, NOTE, "no host key was given: the first key seen is trusted (accept-new)",
                              "connect with the card (or --host-key) to pin the key"))
@@ -222,7 +287,10 @@ def host(lay: SshLayout, record: HostRecord, managed_names: List[str], timeout: 
     elif record.host_key not in pinned:
         found.append(Finding(what, PROBLEM, f"{lay.known_hosts} pins a different key for {record.alias} "
                              "than the card gave", again))
-    wrong = _resolves(lay, record)
+    seen, error = _ssh_g(lay, record.name)
+    wrong = _resolves(record, seen, error)
+    if seen is not None:
+        found += leaks(lay, record, seen, managed_names)
     if wrong:
         found.append(Finding(what, PROBLEM, wrong + ": another block in the ssh config wins",
                              "see the Include line finding; remotectl's lines must come first"))

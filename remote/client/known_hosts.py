@@ -1,8 +1,14 @@
-"""Pinned host keys in ~/.ssh/remotectl/known_hosts, one line per `HostKeyAlias remotectl-<session>`.
+"""Pinned host keys in ~/.ssh/remotectl/known_hosts, one line per host alias.
 
-The alias, not host:port, names the key: ngrok hands the same address to different
-machines, and each runtime's key stays apart under its own session. The user's own
-known_hosts is never read or written.
+A key is filed under `HostKeyAlias remotectl.<name>`, where NAME is the host alias the
+laptop chose (`--name`, default `colab`), never under anything a card says: a card is
+untrusted text, and a crafted one naming another host's session must not reach that
+host's pin. Not host:port either: ngrok hands the same address to different machines.
+The user's own known_hosts is never read or written.
+
+Use :class:`PinStore` (keyed by host alias); the module functions work on raw
+HostKeyAlias names and exist for the store and for migrating older pins
+(`remotectl-<session>`, written before pins were keyed by alias).
 """
 
 from __future__ import annotations
@@ -12,16 +18,27 @@ import hashlib
 import hmac
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from remote import keys
 from remote.files import atomic_write
 
-ALIAS_PREFIX = "remotectl-"
+ALIAS_PREFIX = "remotectl."
+LEGACY_PREFIX = "remotectl-"  # before pins were keyed by host alias: remotectl-<card session>
 
 
-def alias_for(session: str) -> str:
-    return f"{ALIAS_PREFIX}{session}"
+def key_alias(name: str) -> str:
+    """The HostKeyAlias for host alias NAME (lower case: ssh matches host names without case)."""
+    return f"{ALIAS_PREFIX}{name.lower()}"
+
+
+def legacy_alias(session: str) -> str:
+    """The HostKeyAlias older remotectl wrote, from the card's session id (migrated on connect)."""
+    return f"{LEGACY_PREFIX}{session}"
+
+
+def alias_for(session: str) -> str:  # kept for callers of the old name
+    return legacy_alias(session)
 
 
 def line_for(alias: str, host_key: str) -> str:
@@ -99,3 +116,32 @@ def unpin(path: os.PathLike, alias: str) -> bool:
     else:
         target.unlink()
     return True
+
+
+class PinStore:
+    """Pinned host keys by host alias: one key per alias, replaced in place.
+
+    ``PinStore(path).pin("colab", "ssh-ed25519 AAAA...")`` files the key under
+    ``key_alias("colab")`` in `path`; ``lookup("colab")`` reads it back (hashed lines too);
+    ``unpin("colab")`` drops it. Every write is atomic and keeps the other lines byte for byte.
+    """
+
+    def __init__(self, path: os.PathLike) -> None:
+        self.path = Path(path)
+
+    def pin(self, alias: str, host_key: str) -> bool:
+        """Make `host_key` the only key for host `alias`; return whether the file changed."""
+        return pin(self.path, key_alias(alias), host_key)
+
+    def lookup(self, alias: str) -> Optional[str]:
+        """The key pinned for host `alias` (`type base64`), or None."""
+        found = lookup(self.path, key_alias(alias))
+        return found[0] if found else None
+
+    def unpin(self, alias: str) -> bool:
+        """Drop host `alias`'s key; return whether the file changed."""
+        return unpin(self.path, key_alias(alias))
+
+    def aliases(self) -> List[str]:
+        """The host aliases with a pin (lower case), in file order."""
+        return [a[len(ALIAS_PREFIX):] for a in aliases(self.path) if a.startswith(ALIAS_PREFIX)]

@@ -45,11 +45,37 @@ class SshLayout:
     def default_identity(self) -> Path:
         return self.ssh_dir / "remotectl_ed25519"
 
+    @property
+    def is_default(self) -> bool:
+        """Whether plain `ssh` reads this folder's config: OpenSSH takes `~` from the passwd
+        entry, not $HOME, so a HOME pointed elsewhere does not count."""
+        return os.path.normcase(str(self.ssh_dir)) == os.path.normcase(str(system_ssh_dir()))
+
+    def ssh_command(self, name: str) -> str:
+        """The `ssh` line that reaches host `name` with this layout (`-F` when not the default)."""
+        if self.is_default:
+            return f"ssh {name}"
+        import shlex
+
+        return f"ssh -F {shlex.quote(str(self.user_config))} {name}"
+
     def ensure_managed_dir(self) -> Path:
         """Create ~/.ssh (0700 when new) and ~/.ssh/remotectl (always 0700)."""
         if not self.ssh_dir.exists():
             private_dir(self.ssh_dir)
         return private_dir(self.managed_dir)
+
+
+def system_ssh_dir() -> Path:
+    """The folder plain `ssh` reads: ~/.ssh of the passwd entry on POSIX, of the profile elsewhere."""
+    if os.name == "posix":
+        try:
+            import pwd
+
+            return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"
+        except (ImportError, KeyError):
+            pass
+    return Path.home() / ".ssh"
 
 
 def layout(ssh_dir: Optional[str] = None) -> SshLayout:

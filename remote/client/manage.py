@@ -15,10 +15,12 @@ from typing import List, Optional, Sequence
 
 from remote import keys
 from remote.client import known_hosts, registry, sshconfig
+from remote.client.known_hosts import PinStore
 from remote.client.layout import SshLayout
 from remote.client.lock import locked
 from remote.client.registry import HostRecord, Registry
 from remote.client.target import Target, parse_target
+from remote.client.untrusted import clean_line
 from remote.errors import BadInput, RemotectlError
 from remote.files import atomic_write
 
@@ -86,8 +88,13 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
     ident = check_identity(Path(identity) if identity else layout.default_identity)
     if path is not None and not path.strip():
         raise BadInput("--path must not be empty")
-    for value in (str(ident), str(layout.known_hosts), target.host, target.user):
+    if path is not None and clean_line(path, limit=None) != path:
+        raise BadInput(f"--path {clean_line(path)!r} holds a control character")
+    for value in (target.host, target.user):
         sshconfig.ssh_quote(value)  # refuses values ssh_config cannot hold
+    # Paths with quotes, spaces, '%', globs or non-ASCII: proven with this computer's own ssh
+    # (in a scratch folder) before anything is written, or refused with the reason.
+    sshconfig.preflight_paths(layout.managed_config, ident, layout.known_hosts)
     proxy = cloudflared_proxy(cloudflared) if target.tunnel == "cloudflared" else None
     folder = path or target.path or DEFAULT_PATH  # --path, else the card's project folder
     return ConnectRequest(target, name, ident, specs, folder, proxy_command=proxy)
@@ -126,8 +133,8 @@ def _record(req: ConnectRequest, old: Optional[HostRecord]) -> HostRecord:
     if old is not None:
         new.created, new.updated, new.last_check, new.other = old.created, old.updated, old.last_check, old.other
         if old.host_key and old.host_key == new.host_key:
-            # The same machine at a new address (a runtime restarted with `up --persist`): keep
-            # its pin's name, so known_hosts stays byte-for-byte as it is.
+            # The same machine at a new address (a runtime restarted with `up --persist`): the
+            # session it reported first stays, so the entry says where it came from.
             new.session = old.session
         if not _same(old, new):
             new.updated = registry.now()
@@ -181,25 +188,48 @@ def _sync(layout: SshLayout, reg: Registry) -> Optional[sshconfig.UserConfigChan
     return change
 
 
-def _unpin_if_unused(layout: SshLayout, reg: Registry, alias: str) -> None:
-    if all(r.alias != alias for r in reg.hosts.values()):
-        known_hosts.unpin(layout.known_hosts, alias)
+def _migrate_pins(layout: SshLayout, reg: Registry) -> List[str]:
+    """File every host's key under its host alias (older remotectl used the card's session).
+
+    Returns the old aliases to drop once the managed config no longer names them. The key
+    moved is the one in known_hosts (what ssh has been checking), not the registry's copy.
+    """
+    pins = PinStore(layout.known_hosts)
+    stale = []
+    for record in reg.hosts.values():
+        old = known_hosts.lookup(layout.known_hosts, record.legacy_alias)
+        if not old:
+            continue
+        if pins.lookup(record.name) is None:
+            pins.pin(record.name, old[0])
+        stale.append(record.legacy_alias)
+    return stale
 
 
 def apply_connect(layout: SshLayout, req: ConnectRequest) -> Applied:
-    """Pin the key, write the entry and the Include; a repeated identical call writes nothing."""
+    """Pin the key, write the entry and the Include; a repeated identical call writes nothing.
+
+    The pin is filed under the host alias (`--name`), so a card can only ever replace the
+    key of the host it is connected as; `Colab` and `colab` are the same host.
+    """
     layout.ensure_managed_dir()
+    pins = PinStore(layout.known_hosts)
     with locked(layout.lock_file):
         reg = registry.load(layout)
-        old = reg.hosts.get(req.name)
+        stale = _migrate_pins(layout, reg)
+        old = reg.find(req.name)
         record = _record(req, old)
         change = describe_change(old, record)
         if record.host_key:
-            known_hosts.pin(layout.known_hosts, record.alias, record.host_key)
-        reg.hosts[req.name] = record
-        if old is not None and old.alias != record.alias:
-            _unpin_if_unused(layout, reg, old.alias)
+            pins.pin(record.name, record.host_key)
+        else:  # trust on first use: the key an earlier machine had under this name must not stay
+            pins.unpin(record.name)
+        if old is not None:
+            del reg.hosts[old.name]  # same host, perhaps spelled with other capitals
+        reg.hosts[record.name] = record
         include = _sync(layout, reg)
+        for alias in stale:
+            known_hosts.unpin(layout.known_hosts, alias)
     warnings = [include.warning] if include and include.warning else []
     return Applied(record, change, include, warnings)
 
@@ -212,21 +242,25 @@ def disconnect(layout: SshLayout, name: Optional[str]) -> Applied:
         reg = registry.load(layout)
         name = resolve_name(reg, name)
         record = reg.hosts.pop(name)
-        _unpin_if_unused(layout, reg, record.alias)
+        PinStore(layout.known_hosts).unpin(record.name)
+        if all(r.legacy_alias != record.legacy_alias for r in reg.hosts.values()):
+            known_hosts.unpin(layout.known_hosts, record.legacy_alias)
         include = _sync(layout, reg)
     warnings = [include.warning] if include and include.warning else []
     return Applied(record, "removed", include, warnings)
 
 
 def resolve_name(reg: Registry, name: Optional[str]) -> str:
-    """NAME as given, else `colab`, else the only managed host; BadInput otherwise."""
+    """NAME as given (any capitals), else `colab`, else the only managed host; BadInput otherwise."""
     if name:
-        if name not in reg.hosts:
+        found = reg.find(name)
+        if found is None:
             known = ", ".join(sorted(reg.hosts)) or "none yet"
             raise BadInput(f"no host named {name!r} is managed by remotectl (managed: {known})")
-        return name
-    if DEFAULT_NAME in reg.hosts:
-        return DEFAULT_NAME
+        return found.name
+    found = reg.find(DEFAULT_NAME)
+    if found is not None:
+        return found.name
     if len(reg.hosts) == 1:
         return next(iter(reg.hosts))
     if not reg.hosts:
@@ -239,15 +273,73 @@ def get_record(layout: SshLayout, name: Optional[str]) -> HostRecord:
     return reg.hosts[resolve_name(reg, name)]
 
 
+def split_transfer_args(layout: SshLayout, args: Sequence[str], verb: str):
+    """`[NAME] SOURCE [DEST]` -> (record, source, dest or None).
+
+    With two words the first is NAME only if it is a managed host (any capitals): `pull colab
+    saved` and `pull saved models` both read as people mean them.
+    """
+    if not 1 <= len(args) <= 3:
+        raise BadInput(f"usage: remotectl {verb} [NAME] SOURCE [DEST]")
+    reg = registry.load(layout)
+    if len(args) == 3 or (len(args) == 2 and reg.find(args[0]) is not None):
+        name, rest = args[0], list(args[1:])
+    else:
+        name, rest = None, list(args)
+    record = reg.hosts[resolve_name(reg, name)]
+    return record, rest[0], rest[1] if len(rest) > 1 else None
+
+
+class NotPinned(RemotectlError):
+    """A host whose entry demands a pinned key, with no key in known_hosts."""
+
+
+def pinned_key(layout: SshLayout, record: HostRecord) -> Optional[str]:
+    """The key ssh checks this host against: known_hosts under its alias (or its older alias).
+
+    The registry's copy is not trusted for this: known_hosts is what `ssh NAME` verifies, so
+    `check` verifies the same thing.
+    """
+    key = PinStore(layout.known_hosts).lookup(record.name)
+    if key is None:
+        legacy = known_hosts.lookup(layout.known_hosts, record.legacy_alias)
+        key = legacy[0] if legacy else None
+    return key
+
+
 def endpoint_for(layout: SshLayout, record: HostRecord):
-    """The probe's endpoint: the pinned key, or one ssh recorded under accept-new, or none yet."""
+    """The probe's endpoint: the key pinned in known_hosts, or none yet under accept-new."""
     from remote.client.probe import Endpoint
 
-    key = record.host_key
-    if not key:
-        recorded = known_hosts.lookup(layout.known_hosts, record.alias)
-        key = recorded[0] if recorded else None
+    key = pinned_key(layout, record)
+    if key is None and record.strict == "yes":
+        raise NotPinned(f"no host key is pinned for {record.name} in {layout.known_hosts}, so ssh "
+                        "refuses it and so does remotectl",
+                        f"Run the `remotectl connect <card> --name {record.name}` line again.")
     return Endpoint(record.host, record.port, record.user, record.identity, key, record.proxy_command)
+
+
+@dataclass
+class CheckOutcome:
+    """What `check` found: the record as stored afterwards, the probe report or the error."""
+
+    record: HostRecord
+    report: object = None  # probe.ProbeReport
+    error: Optional[RemotectlError] = None
+
+
+def check(layout: SshLayout, name: Optional[str], timeout: float = 15.0, deep: bool = False) -> CheckOutcome:
+    """Log in with the pin, run the probe, store the outcome (a key learned on first use is pinned)."""
+    from remote.client import probe
+
+    record = get_record(layout, name)
+    try:
+        report = probe.probe(endpoint_for(layout, record), timeout=timeout, deep=deep)
+    except RemotectlError as exc:
+        stored = record_check(layout, record.name, error=exc.message)
+        return CheckOutcome(stored or record, error=exc)
+    stored = record_check(layout, record.name, report=report)
+    return CheckOutcome(stored or record, report=report)
 
 
 def record_check(layout: SshLayout, name: str, report=None, error: Optional[str] = None) -> Optional[HostRecord]:
@@ -257,13 +349,13 @@ def record_check(layout: SshLayout, name: str, report=None, error: Optional[str]
         record = reg.hosts.get(name)
         if record is None:  # disconnected meanwhile
             return None
-        entry = {"at": registry.now(), "ok": error is None, "error": error,
+        entry = {"at": registry.now(), "ok": error is None, "error": clean_line(error) if error else None,
                  "rtt_ms": report.rtt_ms if report else None,
                  "total_ms": report.total_ms if report else None,
                  "summary": report.summary() if report else None}
         record.last_check = entry
-        if report is not None and not record.host_key:
-            known_hosts.pin(layout.known_hosts, record.alias, report.host_key)
+        if report is not None and report.learned:
+            PinStore(layout.known_hosts).pin(record.name, report.host_key)
             reg.hosts[name] = replace(record, host_key=keys.bare(report.host_key), strict="yes")
         _sync(layout, reg)
         return reg.hosts[name]

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from remote import keys
 from remote.client import interpreter
+from remote.client.untrusted import clean_line
 from remote.errors import RemotectlError
 
 # Runs on the remote python. Quick mode reads torch's version and CUDA build from its files
@@ -185,12 +186,12 @@ def open_client(endpoint: Endpoint, timeout: float = 10.0):
         raise
     except paramiko.AuthenticationException as exc:
         client.close()
-        raise AuthFailed(f"{where} refused the key {endpoint.identity}: {exc}",
+        raise AuthFailed(f"{where} refused the key {endpoint.identity}: {clean_line(exc)}",
                          "Put its public key (.pub) in the Colab secret REMOTECTL_AUTHORIZED_KEY "
                          "and run the bootstrap cell again.") from None
     except (OSError, socket.timeout, EOFError, paramiko.SSHException) as exc:
         client.close()
-        raise Unreachable(f"cannot reach {where}: {exc or type(exc).__name__}",
+        raise Unreachable(f"cannot reach {where}: {clean_line(exc) or type(exc).__name__}",
                           "Is the remote side still running (`remotectl up` / the bootstrap cell)? "
                           "A new runtime prints a new card.") from None
     transport = client.get_transport()
@@ -201,32 +202,49 @@ def open_client(endpoint: Endpoint, timeout: float = 10.0):
     return client
 
 
-def run(client, command: str, timeout: float = 60.0) -> str:
-    """Run `command`; its stdout (stderr is dropped)."""
+def run(client, command: str, timeout: float = 60.0, limit: int = 1024 * 1024) -> str:
+    """Run `command`; its stdout (stderr is dropped), at most `limit` bytes of it."""
     _, stdout, _ = client.exec_command(command, timeout=timeout)
-    return stdout.read().decode(errors="replace")
+    return stdout.read(limit).decode(errors="replace")
+
+
+def _field(value, limit: int = 200) -> Optional[str]:
+    """One value from the remote's probe output: text only, controls escaped, bounded."""
+    if value is None:
+        return None
+    return clean_line(value if isinstance(value, str) else str(value), limit=limit)
 
 
 def parse_probe(output: str) -> ProbeReport:
+    """Read the probe's `@@` lines. The remote wrote them: every value is cleaned of control
+    characters (an OSC 52 sequence in a hostname must not reach the terminal) and bounded."""
     report = ProbeReport()
-    for line in output.splitlines():
+    for line in output.splitlines()[:1000]:
         if line.startswith("@@host "):
-            report.hostname = line[7:].strip()
-        elif line.startswith("@@gpu "):
-            report.gpus.append(line[6:].strip())
+            report.hostname = _field(line[7:].strip()) or ""
+        elif line.startswith("@@gpu ") and len(report.gpus) < 16:
+            report.gpus.append(_field(line[6:].strip()) or "")
         elif line.startswith("@@py "):
             try:
                 data = json.loads(line[5:])
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
-            report.python = data.get("python")
-            report.torch = data.get("torch")
-            report.cuda = data.get("cuda")
-            report.cuda_build = data.get("cuda_build")
-            report.cuda_checked = bool(data.get("cuda_checked"))
-            report.torch_error = data.get("torch_error")
+            if not isinstance(data, dict):
+                continue
+            report.python = _field(data.get("python"), 40)
+            report.torch = _field(data.get("torch"), 60)
+            report.cuda = data.get("cuda") if isinstance(data.get("cuda"), bool) else None
+            report.cuda_build = _field(data.get("cuda_build"), 40)
+            report.cuda_checked = data.get("cuda_checked") is True
+            report.torch_error = _field(data.get("torch_error"))
     report.interpreter = interpreter.report(output)
     return report
+
+
+def _ssh_exception():
+    import paramiko
+
+    return paramiko.SSHException
 
 
 def probe(endpoint: Endpoint, timeout: float = 10.0, deep: bool = False) -> ProbeReport:
@@ -241,8 +259,8 @@ def probe(endpoint: Endpoint, timeout: float = 10.0, deep: bool = False) -> Prob
             client.get_transport().global_request("keepalive@openssh.com", wait=True)
             rtt_ms = (time.perf_counter() - ping) * 1000
         report = parse_probe(run(client, probe_command(deep), timeout=max(timeout, 120.0)))
-    except (OSError, EOFError) as exc:
-        raise Unreachable(f"the connection to {endpoint.host}:{endpoint.port} broke: {exc}") from None
+    except (OSError, EOFError, _ssh_exception()) as exc:  # the server closed or broke the session
+        raise Unreachable(f"the connection to {endpoint.host}:{endpoint.port} broke: {clean_line(exc)}") from None
     finally:
         client.close()
     report.connect_ms = round((connected - start) * 1000, 1)

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-from remote.client.known_hosts import alias_for
+from remote.client.known_hosts import key_alias, legacy_alias
 from remote.client.layout import SshLayout
 from remote.client.sshconfig import HostEntry, parse_forward
 from remote.errors import RemotectlError
@@ -58,7 +58,13 @@ class HostRecord:
 
     @property
     def alias(self) -> str:
-        return alias_for(self.session)
+        """The HostKeyAlias its key is pinned under: from the laptop's host alias, never the card."""
+        return key_alias(self.name)
+
+    @property
+    def legacy_alias(self) -> str:
+        """Where remotectl before pins-by-alias filed this host's key (migrated on connect)."""
+        return legacy_alias(self.session)
 
     @property
     def endpoint(self) -> str:
@@ -90,6 +96,15 @@ class HostRecord:
 class Registry:
     hosts: Dict[str, HostRecord] = field(default_factory=dict)
     user_config_created: bool = False
+
+    def find(self, name: str) -> Optional[HostRecord]:
+        """The host called `name`, ignoring case: `Colab` and `colab` would share a pin (host
+        names in known_hosts have no case) and read as one name to people, so they are one host."""
+        record = self.hosts.get(name)
+        if record is not None:
+            return record
+        wanted = name.lower()
+        return next((r for n, r in self.hosts.items() if n.lower() == wanted), None)
 
     def to_json(self) -> str:
         data = {"version": VERSION, "user_config_created": self.user_config_created,

@@ -40,16 +40,95 @@ MANAGED_HEADER = (
 
 
 # -- values ---------------------------------------------------------------------------
-def ssh_quote(value: str) -> str:
-    """A config argument: double-quoted when it holds spaces (ssh_config has no escapes)."""
-    if any(c in value for c in '"\r\n\0'):
-        raise BadInput(f"cannot write {value!r} into an ssh config (quote or newline in it)")
-    return f'"{value}"' if (not value or any(c.isspace() for c in value)) else value
+_PLAIN_ARG = re.compile(r"[A-Za-z0-9/._+,:@~-]+")
 
 
-def ssh_path(path: os.PathLike) -> str:
-    """An absolute path as ssh reads it on every OS (forward slashes), quoted if needed."""
-    return ssh_quote(Path(os.path.abspath(path)).as_posix())
+def ssh_quote(value: str, percent: bool = False, glob: bool = False) -> str:
+    """A config argument OpenSSH reads back as exactly `value`.
+
+    OpenSSH (8.7 and newer) splits arguments like a shell without variables: double quotes
+    group, and inside them `\\"` and `\\\\` are escapes. `percent` doubles `%` for the keywords
+    that expand `%` tokens (IdentityFile, UserKnownHostsFile); `glob` escapes `* ? [ ]` for
+    Include, which globs. Refused: control characters (no escape reaches them) and, with
+    `percent`, `${`, which those keywords read as an environment variable.
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise BadInput(f"cannot write {value!r} into an ssh config (a control character or newline in it)")
+    if percent and "${" in value:
+        raise BadInput(f"cannot write {value!r} into an ssh config: ssh reads '${{' as an environment variable")
+    text = value
+    if percent:
+        text = text.replace("%", "%%")
+    if glob:
+        text = re.sub(r"([*?\[\]\\])", r"\\\1", text)
+    if text and _PLAIN_ARG.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ssh_path(path: os.PathLike, percent: bool = False, glob: bool = False) -> str:
+    """An absolute path as ssh reads it on every OS (forward slashes), quoted as needed."""
+    return ssh_quote(Path(os.path.abspath(path)).as_posix(), percent=percent, glob=glob)
+
+
+def is_plain_path(path: os.PathLike) -> bool:
+    """A path every OpenSSH reads the same, written bare (no quotes, escapes or expansion)."""
+    return bool(_PLAIN_ARG.fullmatch(Path(os.path.abspath(path)).as_posix()))
+
+
+def preflight_paths(managed_config: os.PathLike, identity: os.PathLike, known_hosts: os.PathLike,
+                    ssh: Optional[str] = None) -> None:
+    """Prove with this computer's own `ssh -G` that the Include, IdentityFile and
+    UserKnownHostsFile lines read back as exactly these paths, before anything is written.
+
+    Only paths with quotes, spaces, `%`, glob characters or non-ASCII letters need the proof
+    (older OpenSSH quote differently); they are mirrored under a temporary folder, so the
+    user's files are not touched. BadInput (exit 2) with the reason when ssh disagrees.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    paths = [Path(os.path.abspath(p)) for p in (managed_config, identity, known_hosts)]
+    lines = [include_line(paths[0]), ssh_path(paths[1], percent=True), ssh_path(paths[2], percent=True)]
+    if all(is_plain_path(p) for p in paths):
+        return
+    ssh = ssh or shutil.which("ssh")
+    if not ssh:
+        return  # nothing to ask; the quoting rules above are OpenSSH 8.7+'s
+    with tempfile.TemporaryDirectory(prefix="remotectl-preflight-") as tmp:
+        mirror = Path(tmp, "m", *paths[0].parts[1:])
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(mirror, "Host remotectl-preflight\n    HostName included.invalid\n"
+                     f"    IdentityFile {lines[1]}\n    UserKnownHostsFile {lines[2]}\n", mode=0o600)
+        top = Path(tmp, "config")
+        atomic_write(top, include_line(mirror) + "\n", mode=0o600)
+
+        def resolve(host: str) -> Tuple[int, dict, str]:
+            try:
+                out = subprocess.run([ssh, "-G", "-F", str(top), host], capture_output=True, text=True,
+                                     timeout=20, stdin=subprocess.DEVNULL, errors="surrogateescape")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return 1, {}, str(exc)
+            seen: dict = {}
+            for row in out.stdout.splitlines():
+                key, _, value = row.partition(" ")
+                seen.setdefault(key, value)
+            return out.returncode, seen, (out.stderr.strip().splitlines() or [""])[-1]
+
+        code, seen, error = resolve("remotectl-preflight")
+        wanted = {"hostname": ("included.invalid", paths[0]),
+                  "identityfile": (paths[1].as_posix().replace("%", "%%"), paths[1]),
+                  "userknownhostsfile": (paths[2].as_posix(), paths[2])}
+        wrong = [where for key, (value, where) in wanted.items() if seen.get(key) != value]
+        other, _, other_error = resolve("unrelated-host.invalid")
+        if code != 0 or other != 0 or wrong:
+            where = wrong[0] if wrong else paths[0]
+            why = error or other_error or "it reads the path back differently"
+            raise BadInput(f"OpenSSH on this computer cannot read the path {where} from an ssh config "
+                           f"({why}); nothing was written",
+                           "Use an ssh folder and key path without quotes, '%', '$' or glob characters "
+                           "(--ssh-dir, --identity), or upgrade OpenSSH (8.7 or newer).")
 
 
 def check_name(name: str) -> str:
@@ -116,9 +195,9 @@ class HostEntry:
         """The keyword/value lines, in the order written."""
         opts = [("HostName", ssh_quote(self.hostname)), ("Port", str(self.port)),
                 ("User", ssh_quote(self.user)),
-                ("IdentityFile", ssh_path(self.identity_file)), ("IdentitiesOnly", "yes"),
+                ("IdentityFile", ssh_path(self.identity_file, percent=True)), ("IdentitiesOnly", "yes"),
                 ("HostKeyAlias", ssh_quote(self.host_key_alias)),
-                ("UserKnownHostsFile", ssh_path(self.known_hosts_file)),
+                ("UserKnownHostsFile", ssh_path(self.known_hosts_file, percent=True)),
                 ("StrictHostKeyChecking", self.strict_host_key_checking),
                 ("CheckHostIP", "no"), ("UpdateHostKeys", "no"), ("HashKnownHosts", "no"),
                 ("ForwardAgent", "no"), ("ServerAliveInterval", "15"),
@@ -151,7 +230,7 @@ def managed_names(text: str) -> List[str]:
 
 # -- the user's file ------------------------------------------------------------------
 def include_line(managed_config: os.PathLike) -> str:
-    return f"Include {ssh_path(managed_config)}"
+    return f"Include {ssh_path(managed_config, glob=True)}"
 
 
 def include_block(managed_config: os.PathLike, newline: str = "\n") -> bytes:

@@ -13,14 +13,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional
 
 from remote.errors import RemotectlError
+from remote.findings import NOTE, OK, PROBLEM, Finding
 from remote.server import control, state
 
-OK, PROBLEM, NOTE = "ok", "problem", "note"
 MIN_FREE_GB = 1.0  # a few checkpoints of a mid-sized model
 LOW_FREE_GB = 5.0
 
@@ -34,17 +33,6 @@ TORCH_PY = ("import json, sys\n"
             "except Exception as exc:\n"
             "    r['error'] = f'{type(exc).__name__}: {exc}'[:300]\n"
             "print(json.dumps(r))\n")
-
-
-@dataclass
-class Finding:
-    check: str
-    status: str  # ok | problem | note
-    detail: str
-    fix: Optional[str] = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def server(state_dir: Path) -> List[Finding]:

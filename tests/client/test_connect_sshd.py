@@ -68,7 +68,8 @@ def test_changed_host_key_is_refused_by_ssh_and_check(sshd, ssh_dir, client_key)
     assert fresh.returncode == 0, fresh.stderr
     assert "new host key" in fresh.stdout
     assert ssh(ssh_dir / "config", "colab", "true").returncode == 0
-    assert "remotectl-testsession" not in (ssh_dir / "remotectl" / "known_hosts").read_text()
+    # replaced in place: one line, the host alias's, holding the new key
+    assert (ssh_dir / "remotectl" / "known_hosts").read_text() == f"remotectl.colab {sshd.host_public_key}\n"
 
 
 def test_eight_concurrent_connects_all_land(sshd, ssh_dir, client_key):
@@ -85,7 +86,7 @@ def test_eight_concurrent_connects_all_land(sshd, ssh_dir, client_key):
     assert len((ssh_dir / "remotectl" / "known_hosts").read_text().splitlines()) == 8
     assert (ssh_dir / "config").read_text().count("# >>> remotectl >>>") == 1
     for i in range(8):
-        assert ssh_g(ssh_dir / "config", f"gpu{i}")["hostkeyalias"] == [f"remotectl-s{i}"]
+        assert ssh_g(ssh_dir / "config", f"gpu{i}")["hostkeyalias"] == [f"remotectl.gpu{i}"]
     assert ssh(ssh_dir / "config", "gpu5", "true").returncode == 0
 
 
@@ -100,9 +101,13 @@ def test_keygen_key_is_valid_openssh_and_logs_in(sshd, ssh_dir):
     assert derived.stdout.split()[:2] == public_line.split()[:2]
     assert oct(private.stat().st_mode & 0o777) == "0o600"
 
-    again = remotectl("keygen", "--ssh-dir", str(ssh_dir), console=True)
-    assert again.returncode == 2 and "already exists" in again.stderr
+    again = remotectl("keygen", "--ssh-dir", str(ssh_dir), console=True)  # "what was my key again?"
+    assert again.returncode == 0, again.stderr
+    assert "already exists" in again.stdout and again.stdout.strip().splitlines()[-1] == public_line
     assert private.with_name("remotectl_ed25519.pub").read_text().strip() == public_line
+    private.with_name("remotectl_ed25519.pub").unlink()  # a lost .pub is derived again
+    third = remotectl("keygen", "--ssh-dir", str(ssh_dir), console=True)
+    assert third.returncode == 0 and third.stdout.strip().splitlines()[-1].split()[:2] == public_line.split()[:2]
 
     sshd.authorize(public_line)  # connect's default identity is the keygen key
     result = remotectl("connect", sshd.card().encode(), "--ssh-dir", str(ssh_dir))
@@ -193,7 +198,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, ssh_dir, client_
     assert snapshot(ssh_dir) == before
 
 
-def test_pull_and_push_resume_by_size(sshd, ssh_dir, client_key, tmp_path):
+def test_pull_and_push_copy_folders_and_skip_what_is_there(sshd, ssh_dir, client_key, tmp_path):
     assert connect(ssh_dir, client_key, sshd.card().encode(), "--no-check").returncode == 0
     remote_dir = tmp_path / "remote-side" / "saved"
     (remote_dir / "models" / "run1").mkdir(parents=True)
@@ -203,19 +208,16 @@ def test_pull_and_push_resume_by_size(sshd, ssh_dir, client_key, tmp_path):
 
     home = tmp_path / "home"
     home.mkdir()
-    pulled = home / "saved" / "models" / "run1" / "model_best.pth"
-    pulled.parent.mkdir(parents=True)
-    pulled.with_name("model_best.pth.part").write_bytes(big[:1_000_000])  # an interrupted pull
     result = remotectl("pull", str(remote_dir), str(home), "--json", "--ssh-dir", str(ssh_dir))
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
-    assert stats["files"] == 2 and stats["resumed"] == 1 and stats["bytes"] == len(big) - 1_000_000 + 13
+    assert stats["files"] == 2 and stats["bytes"] == len(big) + 13 and stats["refused"] == []
+    pulled = home / "saved" / "models" / "run1" / "model_best.pth"
     assert pulled.read_bytes() == big
-    assert not pulled.with_name("model_best.pth.part").exists()
 
     again = json.loads(remotectl("pull", "colab", str(remote_dir), str(home), "--json",
                                  "--ssh-dir", str(ssh_dir)).stdout)
-    assert again["skipped"] == 2 and again["bytes"] == 0
+    assert again["skipped"] == 2 and again["bytes"] == 0 and again["files"] == 0
 
     upload = tmp_path / "local-data"
     (upload / "sub").mkdir(parents=True)
@@ -223,7 +225,7 @@ def test_pull_and_push_resume_by_size(sshd, ssh_dir, client_key, tmp_path):
     target = tmp_path / "remote-side" / "uploads"
     pushed = remotectl("push", str(upload), str(target), "--ssh-dir", str(ssh_dir))
     assert pushed.returncode == 0, pushed.stderr
-    assert (target / "sub" / "a.bin").read_bytes() == (upload / "sub" / "a.bin").read_bytes()
+    assert (target / "local-data" / "sub" / "a.bin").read_bytes() == (upload / "sub" / "a.bin").read_bytes()
 
     missing = remotectl("pull", str(tmp_path / "nope"), "--ssh-dir", str(ssh_dir))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -268,3 +270,30 @@ def test_disconnect_unknown_name_and_last_one_out(sshd, ssh_dir, client_key):
     assert "# >>> remotectl >>>" in (ssh_dir / "config").read_text()  # b still needs it
     assert remotectl("disconnect", "b", "--ssh-dir", str(ssh_dir)).returncode == 0
     assert not (ssh_dir / "config").exists()  # we created it, so it goes
+
+
+def test_next_hint_is_a_command_that_works_with_a_non_default_ssh_dir(sshd, ssh_dir, client_key):
+    import shlex
+
+    result = connect(ssh_dir, client_key, sshd.card().encode())
+    assert result.returncode == 0, result.stderr
+    line = next(row for row in result.stdout.splitlines() if row.startswith("Next: "))
+    command = shlex.split(line[len("Next: "):].split("    or    ")[0])
+    assert command[:2] == ["ssh", "-F"]  # plain `ssh colab` would not read this folder
+    login = subprocess.run([command[0], "-o", "BatchMode=yes", *command[1:], "echo", "hi"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert login.returncode == 0 and login.stdout.strip() == "hi", login.stderr
+
+
+def test_commands_are_registered_when_the_package_is_imported(ssh_dir):
+    from click.testing import CliRunner
+
+    from remote.cli import cli
+
+    result = CliRunner().invoke(cli, ["hosts", "--ssh-dir", str(ssh_dir)])
+    assert result.exit_code == 0 and "No hosts yet" in result.output
+
+
+def test_connect_help_names_the_real_default_of_path():
+    shown = " ".join(remotectl("connect", "--help").stdout.split())
+    assert "[default: the card's folder (where `up` ran), else /content]" in shown

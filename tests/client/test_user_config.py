@@ -48,7 +48,7 @@ def assert_resolves(config, identity):
     assert got["hostname"] == ["7.tcp.ngrok.io"]
     assert got["port"] == ["14321"]
     assert got["user"] == ["root"]
-    assert got["hostkeyalias"] == ["remotectl-s3ss10n"]
+    assert got["hostkeyalias"] == ["remotectl.colab"]  # the laptop's alias, not the card's session
     assert got["identityfile"][0] == str(identity)
     assert got["identitiesonly"] == ["yes"]
     assert got["stricthostkeychecking"] == ["true"]
@@ -155,5 +155,6 @@ def test_include_block_helpers_round_trip():
         assert sshconfig.without_include(added) == original
     assert sshconfig.first_section_offset(b"# c\nUser a\n  match all\n") == 11
     assert sshconfig.ssh_quote("/a b/c") == '"/a b/c"'
-    with pytest.raises(Exception, match="quote or newline"):
-        sshconfig.ssh_quote('a"b')
+    assert sshconfig.ssh_quote('a"b') == '"a\\"b"'
+    with pytest.raises(Exception, match="newline"):
+        sshconfig.ssh_quote("a\nb")

@@ -95,7 +95,7 @@ def test_up_connect_ssh_check_down(server, standin, tmp_path):
     assert result["proxy_command"] == cloudflared.proxy_command(standin.path)
     assert "ProxyCommand " + result["proxy_command"] in (ssh_dir / "remotectl" / "config").read_text()
     pinned = (ssh_dir / "remotectl" / "known_hosts").read_text()
-    assert pinned == f"remotectl-{card.session} {card.host_key}\n"
+    assert pinned == f"remotectl.colab {card.host_key}\n"  # keyed by the host alias, not the card
 
     out = ssh(ssh_dir, "colab", "echo through-cloudflared; id -un", env)
     assert out.returncode == 0, out.stderr

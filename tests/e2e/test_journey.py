@@ -218,10 +218,10 @@ def _assert_entry_written(j: Journey) -> None:
     managed = (j.ssh_dir / "remotectl" / "config").read_text()
     card = cards.decode(j.card_line)
     assert re.search(r"^Host colab$", managed, re.M)
-    assert f"Port {card.port}" in managed and f"HostKeyAlias remotectl-{card.session}" in managed
+    assert f"Port {card.port}" in managed and "HostKeyAlias remotectl.colab" in managed
     assert "StrictHostKeyChecking yes" in managed
     pinned = (j.ssh_dir / "remotectl" / "known_hosts").read_text()
-    assert f"remotectl-{card.session} {card.host_key}" in pinned
+    assert f"remotectl.colab {card.host_key}" in pinned
     assert not (j.ssh_dir / "known_hosts").exists(), "the user's own known_hosts must stay untouched"
 
 

@@ -54,5 +54,54 @@ def test_optional_folder_travels_and_is_validated(host_key):
     assert decode(bare.encode()).path is None
     assert len(bare.encode()) < len(with_dir.encode())  # left out when empty
     for bad in ("relative/dir", "/a\nb", '/a"b'):
-        with pytest.raises(CardError, match="absolute remote path"):
+        with pytest.raises(CardError, match="the card's folder"):
             Card("root", "h", 22, host_key, "s1", path=bad)
+
+
+def _raw(fields: dict) -> str:
+    import base64
+    import hashlib
+    import json
+
+    payload = base64.urlsafe_b64encode(json.dumps({"v": 1, **fields}).encode()).rstrip(b"=").decode()
+    head = f"rc1.{payload}"
+    return f"{head}.{hashlib.sha256(head.encode()).hexdigest()[:8]}"
+
+
+def _fields(host_key, **over):
+    base = {"u": "root", "h": "0.tcp.ngrok.io", "p": 12345, "k": host_key.split()[0] + " " + host_key.split()[1],
+            "s": "abc123", "t": "ngrok"}
+    return {**base, **over}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("s", "abc\n"), ("s", "abc\r"), ("s", "a b"), ("s", ""), ("s", 5),
+    ("u", "root\n"), ("u", "-oProxyCommand=x"), ("u", "ro ot"),
+    ("h", "host\n"), ("h", "-oProxyCommand=x"), ("h", "a b"), ("h", "h%d"), ("h", "x@y"), ("h", ""),
+    ("k", "ssh-ed25519 AAAA"), ("k", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n"), ("k", "garbage"),
+    ("t", "ngrok\n"), ("p", "22"), ("p", True),
+])
+def test_every_field_is_checked_whole(host_key, field, value):
+    with pytest.raises(CardError):
+        decode(_raw(_fields(host_key, **{field: value})))
+
+
+@pytest.mark.parametrize("char", list("&|<>^%!\"'$`\\;*?") + ["\x00", "\x1b", "\x07", "\r", "\n", "\t",
+                                                               "\u202e", "\u200b", "\x85"])
+def test_folder_with_what_a_shell_or_cmd_would_read_is_refused(host_key, char):
+    with pytest.raises(CardError, match="the card's folder"):
+        decode(_raw(_fields(host_key, d=f"/content/pro{char}ject")))
+
+
+def test_real_folders_are_accepted(host_key):
+    for folder in ("/content/my project", "/content/drive/MyDrive/Colab Notebooks/실험", "/kaggle/working",
+                   "/root/proj-1.2_x+y,z@=:~#[]{}()"):
+        assert decode(_raw(_fields(host_key, d=folder))).path == folder
+    assert decode(_raw(_fields(host_key, h="[::1]"))).host == "[::1]"
+
+
+def test_trailing_newline_after_the_card_is_not_part_of_it(host_key):
+    token = Card("root", "h", 22, host_key, "s1").encode()
+    assert decode(token + "\n").session == "s1"  # pasted with its line end: stripped, fine
+    with pytest.raises(CardError):
+        decode(token + "\nextra")
