@@ -103,14 +103,14 @@ def trainer_run(model, loader, epochs, device, amp, save_dir, run_id, data) -> t
         "trainer": {"epochs": epochs, "save_dir": str(save_dir), "save_period": 1, "keep_last": 2,
                     "verbosity": 2, "monitor": "off", "tensorboard": True, "progress": True, "amp": amp},
     }
-    parser = ConfigParser(config, run_id=run_id, device=str(device))
+    parser = ConfigParser(config, run_id=run_id)
     for handler in logging.getLogger().handlers:  # keep the console quiet; info.log still written
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with open(os.devnull, "w") as bar_sink:
-        trainer = TimedTrainer(model, nll_loss, [accuracy, top_k_acc], optimizer, parser, device, loader,
-                               progress_file=bar_sink)
+        trainer = TimedTrainer(model, nll_loss, [accuracy, top_k_acc], optimizer, parser, device, loader)
+        trainer.progress_file = bar_sink
         sync(device)
         started = time.perf_counter()
         trainer.train()
