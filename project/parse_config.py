@@ -24,9 +24,9 @@ from utils.schema import effective_config, source_of
 __all__ = ["ConfigParser", "ConfigError"]
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 RESUME_ADVICE = {
-    "classic": " (it pickles its ConfigParser): it cannot be resumed here, but its weights can start a new run "
-               "(see 'Coming from the classic template' in project/README.md)",
-    "weights": "; a run can start from these weights (see 'Fine-tuning' in project/README.md)",
+    "classic": " (it pickles its ConfigParser): it cannot be resumed here; start a new run from its weights with "
+               "-c CONFIG --init-from CKPT --trust-checkpoint (only if you trust the file)",
+    "weights": "; start a new run from these weights with -c CONFIG --init-from CKPT",
 }
 
 

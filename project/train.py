@@ -16,11 +16,13 @@ import data_loader.data_loaders as module_data
 import model.loss as module_loss
 import model.metric as module_metric
 import model.model as module_arch
+import trainer.lr_scheduler as module_scheduler
 from data_loader.device_loader import device_resident
 from parse_config import ConfigError, ConfigParser
 from trainer import Trainer
 from utils import TemplateError, accepted_kwargs, dist, resolve_device, seed_everything
 from utils.checkpoint import NotOurCheckpoint
+from utils.init_from import init_from
 
 CustomArgs = collections.namedtuple("CustomArgs", "flags type target")
 OPTIONS = [
@@ -38,6 +40,9 @@ def main(args: argparse.Namespace) -> dict:
     except ValueError as err:
         raise ConfigError("", str(err), source="--device") from None
     dist.init(env, device)
+    if args.init_from and args.resume:
+        raise ConfigError("", "--init-from starts a new run from weights; --resume continues a run: give one",
+                          source="command line")
     config = ConfigParser.from_args(args, OPTIONS, env=env)
     logger = config.get_logger("train")
     seed_everything(config["seed"])
@@ -59,6 +64,9 @@ def main(args: argparse.Namespace) -> dict:
 
     # model, loss and metrics
     model = config.init_obj("arch", module_arch)
+    if args.init_from:  # fine-tuning: another run's weights, nothing else of its state
+        init_from(model, args.init_from, [s for text in args.init_skip for s in text.split(",") if s],
+                  args.trust_checkpoint, logger)
     logger.info(model)
     model = model.to(device)
     criterion = config.get_function("loss", config["loss"], module_loss, what="loss")
@@ -70,7 +78,7 @@ def main(args: argparse.Namespace) -> dict:
     optimizer = config.init_obj("optimizer", torch.optim, trainable_params)
     lr_scheduler = None
     if config["lr_scheduler"]:
-        lr_scheduler = config.init_obj("lr_scheduler", torch.optim.lr_scheduler, optimizer,
+        lr_scheduler = config.init_obj("lr_scheduler", module_scheduler, optimizer,
                                        **schedule_lengths(config, len(data_loader)))
 
     where = f"{device}" + (f", rank 0 of {env.world_size} (DDP)" if env.enabled else "")
@@ -112,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     args.add_argument("-s", "--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                       help="override a config value, read as YAML (repeatable), "
                            "e.g. --set trainer.epochs=5 --set optimizer.args.lr=1e-3")
+    args.add_argument("--init-from", default=None, metavar="CKPT",
+                      help="start from these weights only (our checkpoint, a state_dict file, or with "
+                           "--trust-checkpoint a classic pytorch-template checkpoint); no optimizer, epoch or RNG")
+    args.add_argument("--init-skip", action="append", default=[], metavar="LAYER",
+                      help="with --init-from: layers to leave freshly initialised (e.g. a new head: fc); repeatable")
+    args.add_argument("--trust-checkpoint", action="store_true",
+                      help="allow --init-from to unpickle objects (weights_only=False): only for files you trust")
     for opt in OPTIONS:
         args.add_argument(*opt.flags, default=None, type=opt.type, help=f"sets {opt.target.replace(';', '.')}")
     return args

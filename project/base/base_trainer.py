@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from logger import MetricsLog, TensorboardWriter, plot_curves
+from logger import Loggers, MetricsLog, plot_curves
 from utils import checkpoint as ckpt
 from utils import dist
 from utils.config import ConfigError, differences
@@ -49,6 +49,7 @@ class BaseTrainer:
         self.best_epoch: int | None = None
         self.best_log: dict | None = None
         self.resumed_log: dict | None = None
+        self.logger_ids: dict = {}  # W&B / MLflow run ids of this run (a resume continues them)
         self.is_main = config.dist.is_main
         self._plain_config = json.loads(json.dumps(config.config))  # plain JSON types: weights_only loads it
 
@@ -71,9 +72,12 @@ class BaseTrainer:
         self.checkpoints = ckpt.CheckpointWriter(self.checkpoint_dir, self.config["trainer"]["keep_last"])
         if self.is_main:
             ckpt.remove_stale_temps(self.checkpoint_dir)
+            resume_step = getattr(self, "global_step", 0) if resume_epoch is not None else None
             self.metrics_log = MetricsLog(self.log_dir / "metrics.jsonl", resume_epoch)
-            self.writer = TensorboardWriter(self.log_dir, self.logger, self.config["trainer"]["tensorboard"],
-                                            purge_step=resume_epoch + 1 if resume_epoch else None)
+            self.steps_log = MetricsLog(self.log_dir / "steps.jsonl", resume_step, key="step")
+            self.loggers = Loggers(self.config["trainer"]["loggers"], self._plain_config, self.config.run_id,
+                                   self.log_dir, self.logger_ids, resume_epoch, resume_step, self.logger)
+            self.logger_ids = self.loggers.ids()
         last_log: dict = dict(self.resumed_log or {})
         stopped_early = self.not_improved_count >= self.early_stop
         epochs = range(self.start_epoch, self.epochs + 1)
@@ -123,7 +127,12 @@ class BaseTrainer:
                                                           if k not in ("epoch", "time"))]
         self.logger.info("  ".join(parts) + f"  ({log['time']:.2f}s)" + ("  *best" if improved else ""))
         self.metrics_log.append(log)
-        self.writer.add_scalars({k: v for k, v in log.items() if k not in ("epoch", "time")}, log["epoch"])
+        self.loggers.log_epoch(log, getattr(self, "global_step", log["epoch"]))
+
+    def _log_step(self, row: dict) -> None:
+        """Step-level loss and lr (rank 0), at log points only."""
+        self.steps_log.append(row)
+        self.loggers.log_step(row, row["step"])
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, epoch: int, log: dict) -> dict:
@@ -142,6 +151,7 @@ class BaseTrainer:
             "config": self._plain_config,
             "rng": rng_state(),
             "torch_version": str(torch.__version__),
+            "logger_ids": self.logger_ids,
             **self._extra_state(),
         }
 
@@ -179,6 +189,7 @@ class BaseTrainer:
         set_rng_state(state["rng"])
         self._load_extra_state(state)
         branch = self.config.dirs.branch_of
+        self.logger_ids = {} if branch else dict(state.get("logger_ids") or {})  # a branch is a new run
         self.logger.info(f"resumed from {path} (epoch {state['epoch']}); continuing at epoch {self.start_epoch} "
                          f"in {self.config.save_dir}" + (f" (a new run: {branch.name} has newer checkpoints and "
                                                          "stays as it is)" if branch else ""))
@@ -248,9 +259,10 @@ class BaseTrainer:
             self.checkpoints.wait()
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
-        self.writer.close()
+        self.loggers.close()
         self.metrics_log.close()
-        png = plot_curves(self.metrics_log.rows(), self.log_dir / "curves.png", self.logger)
+        self.steps_log.close()
+        png = plot_curves(self.metrics_log.rows(), self.log_dir / "curves.png", self.logger, self.steps_log.rows())
         summary["curves"] = str(png) if png else None
         tmp = self.log_dir / f".tmp-summary.json.{os.getpid()}"
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

@@ -12,7 +12,6 @@ step) or "off".
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 
 import torch
@@ -80,6 +79,7 @@ class Trainer(BaseTrainer):
         self.train_net.train()
         self.train_metrics.reset()
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+        self._last_point = (0.0, 0)  # loss sum and count at the last log point
         n_batches = self.stream.batches_in_epoch()
         log_step = self.log_step or max(8, n_batches // 10)  # about 10 log points an epoch, 8+ steps apart
         bar = self._progress_bar(epoch, n_batches)
@@ -106,8 +106,8 @@ class Trainer(BaseTrainer):
             if self.all_batch_metrics or (log_point and self.sample_metrics):
                 for met in self.metric_ftns:
                     self.train_metrics.update(metric_name(met), met(output.detach(), target), target.shape[0])
-            if log_point and (bar is not None or self.log_lines):
-                self._log_progress(bar, epoch, i + 1, n_batches)
+            if log_point and self.is_main:
+                self._log_point(bar, epoch, i + 1, n_batches)
         if bar is not None:
             bar.close()
 
@@ -139,11 +139,6 @@ class Trainer(BaseTrainer):
             return contextlib.nullcontext()
         return self.train_net.no_sync()
 
-    @property
-    def log_lines(self) -> bool:
-        """Step lines in the log: only when verbosity asks for them (2) and no bar is shown."""
-        return self.is_main and not self.show_progress and self.logger.isEnabledFor(logging.DEBUG)
-
     def _progress_bar(self, epoch: int, total: int):
         if not self.show_progress:
             return None
@@ -152,8 +147,15 @@ class Trainer(BaseTrainer):
         return tqdm(total=total, desc=f"epoch {epoch}/{self.epochs}", leave=False, dynamic_ncols=True,
                     file=self.progress_file)
 
-    def _log_progress(self, bar, epoch: int, done: int, total: int) -> None:
-        loss = self.train_metrics.avg("loss")  # the one host sync of a log point
+    def _log_point(self, bar, epoch: int, done: int, total: int) -> None:
+        """The one host sync of a log point: the mean loss since the last one, for the step
+        curves (steps.jsonl and the loggers), the bar or a log line."""
+        loss_sum, count = self.train_metrics.total("loss")
+        last_sum, last_count = self._last_point
+        loss = (loss_sum - last_sum) / max(count - last_count, 1)
+        self._last_point = (loss_sum, count)
+        self._log_step({"step": self.global_step, "epoch": round(epoch - 1 + done / total, 4), "loss": loss,
+                        "lr": self.optimizer.param_groups[0]["lr"]})
         if bar is not None:
             bar.update(done - bar.n)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

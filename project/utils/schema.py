@@ -30,7 +30,9 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "accumulate": 1,
     "clip_grad_norm": None,
     "compile": False,
+    "loggers": None,  # null: [tensorboard] when trainer.tensorboard is true, else none
 }
+LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")
 # schedulers stepped per optimizer step unless the config says otherwise
 PER_STEP_SCHEDULERS = ("OneCycleLR", "CyclicLR", "WarmupCosineLR", "WarmupLinearLR")
 WORDS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
@@ -120,6 +122,7 @@ TRAINER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "accumulate": _int(1),
     "clip_grad_norm": _positive_or_null,
     "compile": _compile,
+    "loggers": lambda key, value: value,  # checked in validate (it depends on trainer.tensorboard)
 }
 
 
@@ -194,10 +197,25 @@ def validate(config: dict) -> dict:
         raise ConfigError("trainer.epochs", "missing key")
     for key, default in TRAINER_DEFAULTS.items():
         trainer[key] = TRAINER_CHECKS[key](f"trainer.{key}", trainer.get(key, default))
+    trainer["loggers"] = _loggers(trainer["loggers"], trainer["tensorboard"])
     _check_monitor(trainer["monitor"], metrics)
     if config["lr_scheduler"]:
         _check_scheduler(config["lr_scheduler"], monitor_parts(trainer["monitor"])[0])
     return config
+
+
+def _loggers(value: Any, tensorboard: bool) -> list:
+    names = [] if value is None else value
+    _need("trainer.loggers", isinstance(names, list), f"a list of {', '.join(LOGGERS)}", value)
+    for i, entry in enumerate(names):
+        name = entry.get("type") if isinstance(entry, dict) else entry
+        if name not in LOGGERS:
+            close = difflib.get_close_matches(str(name), LOGGERS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(LOGGERS)}"
+            raise ConfigError(f"trainer.loggers[{i}]", f"unknown logger {name!r} ({hint})")
+    if tensorboard and "tensorboard" not in names:
+        names = ["tensorboard", *names]
+    return names
 
 
 def _check_monitor(monitor: str, metrics: list[str]) -> None:
@@ -225,6 +243,8 @@ def _check_scheduler(scheduler: dict, monitor_mode: str) -> None:
         if args.setdefault("mode", wanted) != wanted:
             raise ConfigError("lr_scheduler.args.mode", f"is {args['mode']!r} but trainer.monitor is {monitor_mode!r} "
                               "(the mode follows the monitor: remove it)")
+    if kind in ("WarmupCosineLR", "WarmupLinearLR"):
+        args.setdefault("total_steps", "auto")
     if kind == "OneCycleLR" and args.get("total_steps") is None and args.get("steps_per_epoch") is None:
         raise ConfigError("lr_scheduler.args", "OneCycleLR needs its length: set total_steps: auto "
                           "(filled in from the loader, epochs and accumulation)")

@@ -89,4 +89,5 @@ def test_a_classic_checkpoint_gets_one_line_on_how_to_use_its_weights(train, tmp
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert f"{path} was written by the classic pytorch-template (it pickles its ConfigParser): it cannot be " \
-           "resumed here, but its weights can start a new run" in run.stderr
+           "resumed here; start a new run from its weights with -c CONFIG --init-from CKPT --trust-checkpoint " \
+           "(only if you trust the file)" in run.stderr
