@@ -74,7 +74,7 @@ class BaseTrainer:
             ckpt.remove_stale_temps(self.checkpoint_dir)
             resume_step = getattr(self, "global_step", 0) if resume_epoch is not None else None
             self.metrics_log = MetricsLog(self.log_dir / "metrics.jsonl", resume_epoch)
-            self.steps_log = MetricsLog(self.log_dir / "steps.jsonl", resume_step, key="step")
+            self.steps_log = MetricsLog(self.log_dir / "steps.jsonl", resume_step, key="step", flush_each=False)
             self.loggers = Loggers(self.config["trainer"]["loggers"], self._plain_config, self.config.run_id,
                                    self.log_dir, self.logger_ids, resume_epoch, resume_step, self.logger)
             self.logger_ids = self.loggers.ids()
@@ -127,6 +127,7 @@ class BaseTrainer:
                                                           if k not in ("epoch", "time"))]
         self.logger.info("  ".join(parts) + f"  ({log['time']:.2f}s)" + ("  *best" if improved else ""))
         self.metrics_log.append(log)
+        self.steps_log.flush()
         self.loggers.log_epoch(log, getattr(self, "global_step", log["epoch"]))
 
     def _log_step(self, row: dict) -> None:

@@ -12,9 +12,11 @@ class MetricsLog:
     On resume, rows past the resumed epoch or step (written by a run killed before it could
     checkpoint them) are dropped so each appears once."""
 
-    def __init__(self, path: str | Path, resume_at: int | None = None, key: str = "epoch") -> None:
+    def __init__(self, path: str | Path, resume_at: int | None = None, key: str = "epoch",
+                 flush_each: bool = True) -> None:
         self.path = Path(path)
         self._handle = None
+        self.flush_each = flush_each
         if resume_at is not None and self.path.exists():
             kept = [row for row in self.rows() if row.get(key, 0) <= resume_at]
             tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
@@ -24,12 +26,17 @@ class MetricsLog:
             self.path.unlink()
 
     def append(self, row: dict) -> None:
-        """One line, flushed to the OS (a kill loses nothing already appended). The file
-        stays open: opening it every epoch cost ~0.15 ms."""
+        """One line, flushed to the OS unless `flush_each` is off (steps.jsonl: flushed with
+        each epoch row). The file stays open: opening it every epoch cost ~0.15 ms."""
         if self._handle is None:
             self._handle = self.path.open("a")
         self._handle.write(json.dumps(row) + "\n")
-        self._handle.flush()
+        if self.flush_each:
+            self._handle.flush()
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
 
     def close(self) -> None:
         if self._handle is not None:

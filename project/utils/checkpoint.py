@@ -54,24 +54,6 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f"{TEMP_PREFIX}{final.name}.{os.getpid()}")
 
 
-def write_atomic(data: bytes | memoryview, path: str | Path, sync_folder: bool = True) -> Path:
-    """Write `data` to a temp file beside `path`, fsync, rename over `path`, fsync the folder."""
-    final = Path(path)
-    tmp = _temp_path(final)
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sync_folder:
-        _fsync_dir(final.parent)
-    return final
-
-
 def link_or_copy(source: str | Path, dest: str | Path) -> Path:
     """Make `dest` the same bytes as the complete file `source`, atomically: a hard link (free,
     survives pruning of `source`), or a copy where the file system has no hard links."""
@@ -162,49 +144,67 @@ def latest_run_checkpoint(models_dir: str | Path) -> Path | None:
 
 
 class CheckpointWriter:
-    """Writes checkpoints on one background thread, so the loop does not wait for a slow disk
-    (Drive). The state is serialised here, in the training thread (a consistent copy; pickling
-    beside the loop would fight it for the GIL); the thread only writes, fsyncs, renames,
-    links model_best and prunes, in order. `wait()` returns once all is on disk and re-raises
-    an error. The thread lives as long as the writer: starting one per save cost ~0.1 ms of
-    the loop's time, far more on a busy machine."""
+    """Checkpoints written with the slow part on one background thread, so the loop does not
+    wait for a slow disk (Drive). The training thread serialises the state (a consistent copy;
+    pickling beside the loop would fight it for the GIL) and hands the bytes to the page cache
+    in a temp file; the thread then only fsyncs, renames, links model_best and fsyncs the
+    folder: a few system calls, so it seldom needs the GIL the loop is using. Older files are
+    pruned by the training thread once a newer checkpoint is complete. The loop does not wait
+    for the previous write (a busy disk can take longer than an epoch to fsync) unless four
+    are pending; `wait()` returns once all is on disk and re-raises an error. A crash loses at
+    most temp files, never a complete checkpoint."""
 
     def __init__(self, folder: str | Path, keep_last: int | None) -> None:
         self.folder, self.keep_last = Path(folder), keep_last
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs: queue.Queue = queue.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._written: int | None = None  # the newest epoch file on disk, not yet pruned after
 
     def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        self.wait()
-        if self._thread is None:  # a daemon: a crash loses only a temp file, never a complete checkpoint
+        self._check()
+        final = self.folder / (checkpoint_name(epoch) if periodic else BEST_NAME)
+        tmp = _temp_path(final)
+        with tmp.open("wb") as handle:  # into the page cache: fast; fsync is the slow part
+            handle.write(buffer.getbuffer())
+            fd = os.dup(handle.fileno())
+        if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
             self._thread.start()
-        self._jobs.put((buffer.getbuffer(), epoch, periodic, save_best))
+        self._jobs.put((fd, tmp, final, periodic and save_best, epoch if periodic else None))
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
+            fd, tmp, final, link_best, epoch = self._jobs.get()
             try:
-                self._write(*job)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, final)
+                if link_best:
+                    link_or_copy(final, self.folder / BEST_NAME)  # fsyncs the folder for both names
+                else:
+                    _fsync_dir(self.folder)
+                if epoch is not None:
+                    self._written = epoch
             except BaseException as err:  # handed to the training thread by wait()
+                tmp.unlink(missing_ok=True)
                 self._error = err
             finally:
                 self._jobs.task_done()
 
-    def _write(self, data: memoryview, epoch: int, periodic: bool, save_best: bool) -> None:
-        if periodic:
-            path = write_atomic(data, self.folder / checkpoint_name(epoch), sync_folder=not save_best)
-            if save_best:
-                link_or_copy(path, self.folder / BEST_NAME)  # one folder fsync for both names
-            prune(self.folder, self.keep_last, epoch)
-        elif save_best:
-            write_atomic(data, self.folder / BEST_NAME)
-
-    def wait(self) -> None:
-        self._jobs.join()
+    def _check(self) -> None:
+        """Re-raise the writer's error; prune up to the newest complete checkpoint."""
         if self._error is not None:
             err, self._error = self._error, None
             raise RuntimeError(f"could not write a checkpoint in {self.folder}: {err}") from err
+        written, self._written = self._written, None
+        if written is not None:
+            prune(self.folder, self.keep_last, written)
+
+    def wait(self) -> None:
+        self._jobs.join()
+        self._check()
