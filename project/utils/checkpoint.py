@@ -148,8 +148,8 @@ class CheckpointWriter:
     wait for a slow disk (Drive). The training thread serialises the state (a consistent copy;
     pickling beside the loop would fight it for the GIL) and hands the bytes to the page cache
     in a temp file; the thread then only fsyncs, renames, links model_best and fsyncs the
-    folder: a few system calls, so it seldom needs the GIL the loop is using. Older files are
-    pruned by the training thread once a newer checkpoint is complete. The loop does not wait
+    folder, then prunes older files: system calls, so it seldom needs the GIL the loop is
+    using. The loop does not wait
     for the previous write (a busy disk can take longer than an epoch to fsync) unless four
     are pending; `wait()` returns once all is on disk and re-raises an error. A crash loses at
     most temp files, never a complete checkpoint."""
@@ -159,7 +159,6 @@ class CheckpointWriter:
         self._jobs: queue.Queue = queue.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._written: int | None = None  # the newest epoch file on disk, not yet pruned after
 
     def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
         buffer = io.BytesIO()
@@ -188,8 +187,8 @@ class CheckpointWriter:
                     link_or_copy(final, self.folder / BEST_NAME)  # fsyncs the folder for both names
                 else:
                     _fsync_dir(self.folder)
-                if epoch is not None:
-                    self._written = epoch
+                if epoch is not None:  # a newer checkpoint is complete: older ones may go
+                    prune(self.folder, self.keep_last, epoch)
             except BaseException as err:  # handed to the training thread by wait()
                 tmp.unlink(missing_ok=True)
                 self._error = err
@@ -197,13 +196,10 @@ class CheckpointWriter:
                 self._jobs.task_done()
 
     def _check(self) -> None:
-        """Re-raise the writer's error; prune up to the newest complete checkpoint."""
+        """Re-raise the writer's error."""
         if self._error is not None:
             err, self._error = self._error, None
             raise RuntimeError(f"could not write a checkpoint in {self.folder}: {err}") from err
-        written, self._written = self._written, None
-        if written is not None:
-            prune(self.folder, self.keep_last, written)
 
     def wait(self) -> None:
         self._jobs.join()
