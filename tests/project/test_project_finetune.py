@@ -41,6 +41,8 @@ def test_fine_tune_a_digits_checkpoint_into_a_5_class_head(train, digits_checkpo
     # the rows count from epoch 1 of the new run, the old run's optimizer never came along
     assert [row["epoch"] for row in run.metrics()] == [1, 2]
     assert train("-r", str(digits_checkpoint), "--init-from", str(digits_checkpoint), run_id=None).returncode == 2
+    typo = train(*FIVE, "--init-from", str(digits_checkpoint), "--init-skip", "head", run_id="typo")
+    assert typo.returncode == 2 and "no layer named head (layers: fc, features.1)" in typo.stderr
 
 
 def test_a_state_dict_file_and_a_classic_checkpoint_as_weights(train, digits_checkpoint, tmp_path):
