@@ -1,312 +1,151 @@
-"""ConfigParser: the config file, command-line overrides, run folders, and the object factory.
+"""ConfigParser: the classic template's config object and factory (`init_obj`, `init_ftn`).
 
-Same vocabulary as the classic PyTorch template (`init_obj`, `init_ftn`, `get_logger`,
-`save_dir`, `log_dir`), plus: YAML as well as JSON, `--set a.b.c=VALUE` overrides, a
-schema check that names the key and the file, `--resume auto`, collision-free run ids,
-and a run that continues in its own folder when resumed.
+Reading, overriding and checking a config are plain functions (utils/config.py,
+utils/schema.py); run folders and resume lookup are utils/runs.py. This class ties them to
+one run and builds the objects a config names, with errors that say where the name came from.
 """
 from __future__ import annotations
 
 import argparse
 import difflib
 import inspect
-import json
 import logging
-import os
-import shutil
-from copy import deepcopy
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-import yaml
-
-from logger import setup_logging
+from logger import attach_log_file, close_logging, setup_logging
 from utils import checkpoint as ckpt
-from utils import dist
-from utils.config_check import ConfigError, validate
-from utils.util import repo_path, resolve_device
+from utils import dist, runs
+from utils.config import ConfigError, as_changes, parse_override, read_config
+from utils.schema import effective_config, source_of
 
-__all__ = ["ConfigParser", "ConfigError", "load_config_file", "parse_override"]
-
-
-def load_config_file(path: str | Path) -> dict:
-    """Read a JSON or YAML (by suffix) config; a malformed file is a ConfigError."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError("", "no such file", source=str(path)) from None
-    except OSError as err:
-        raise ConfigError("", f"cannot read: {err.strerror}", source=str(path)) from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ConfigError("", f"malformed YAML{where}: {problem}", source=str(path)) from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(
-                "", f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", source=str(path)
-            ) from None
-    if not isinstance(data, dict):
-        raise ConfigError("", f"the top level must be a mapping, got {type(data).__name__}", source=str(path))
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'trainer.epochs=3' -> (['trainer', 'epochs'], 3); the value is typed by YAML rules."""
-    source = f"--set {text}"
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError("", "expected KEY.PATH=VALUE", source=source)
-    parts = key.split(".")
-    if any(not part for part in parts):
-        raise ConfigError(key, "empty part in the key path", source=source)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or "not a YAML value"
-        raise ConfigError(key, f"cannot read the value {raw!r}: {problem}", source=source) from None
-    return parts, value
-
-
-def set_by_path(tree: dict, keys: Sequence[str], value: Any, source: str) -> None:
-    node: Any = tree
-    for depth, key in enumerate(keys[:-1]):
-        path = ".".join(keys[: depth + 1])
-        if isinstance(node, list):
-            node = node[_list_index(node, key, path, source)]
-            continue
-        if key not in node or node[key] is None:
-            node[key] = {}
-        node = node[key]
-        if not isinstance(node, (dict, list)):
-            raise ConfigError(path, f"is {type(node).__name__} {node!r}, not a mapping", source=source)
-    last = keys[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, ".".join(keys), source)] = value
-    else:
-        node[last] = value
-
-
-def _list_index(node: list, key: str, path: str, source: str) -> int:
-    if not key.isdigit() or int(key) >= len(node):
-        raise ConfigError(path, f"no item {key} in a list of {len(node)}", source=source)
-    return int(key)
-
-
-def new_run_id() -> str:
-    """A timestamp with the year and microseconds: sorts by time, no clash within a second."""
-    return datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+__all__ = ["ConfigParser", "ConfigError"]
+LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+RESUME_ADVICE = {
+    "classic": " (it pickles its ConfigParser): it cannot be resumed here; start a new run from its weights with "
+               "-c CONFIG --init-from CKPT --trust-checkpoint (only if you trust the file)",
+    "weights": "; start a new run from these weights with -c CONFIG --init-from CKPT",
+}
 
 
 class ConfigParser:
-    def __init__(
-        self,
-        config: dict,
-        resume: str | Path | None = None,
-        modification: dict | Sequence[tuple[str, Any]] | None = None,
-        run_id: str | None = None,
-        source: str = "<config>",
-        device: str = "cpu",
-        dist_env: dist.DistEnv | None = None,
-        create_dirs: bool = True,
-        reuse_run: bool = False,
-    ) -> None:
-        """`modification`: {'a;b;c': value} as in the classic template (None = not given),
-        or (key path, value) pairs applied in order (None = set to null)."""
-        self.source = source
-        self.dist = dist_env or dist.DistEnv()
-        self._config = deepcopy(dict(config))
-        self._overridden: dict[str, str] = {}
-        for parts, value, label in _modifications(modification):
-            set_by_path(self._config, parts, value, label)
-            self._overridden[".".join(parts)] = label
-        self._validate()
+    def __init__(self, config: dict, resume: str | Path | None = None, modification: dict | Sequence | None = None,
+                 run_id: str | None = None, *, source: str = "<config>", env: dist.DistEnv | None = None,
+                 dirs: runs.RunDirs | None = None) -> None:
+        """`modification`: {'a;b;c': value} as in the classic template (None = not given), or
+        (key parts, value, label) triples from parse_override. Reads the disk, writes nothing."""
+        self.source, self.dist = source, env or dist.DistEnv()
+        self._config, self._labels = effective_config(config, as_changes(modification), source)
         self.resume = Path(resume) if resume else None
-        self.device = _device(device, self.dist.local_rank)
+        self.dirs = dirs or runs.plan(self._config, self.resume, run_id)
+        setup_logging(self.dist.rank)
+        if "n_gpu" in self._config and self.dist.is_main:
+            logging.getLogger("config").warning(
+                "n_gpu is the classic template's key and is ignored here: choose the device with -d "
+                "(cuda, cuda:1, cpu) and train on N GPUs with torchrun --nproc_per_node=N project/train.py ...")
 
-        trainer = self._config["trainer"]
-        root = repo_path(trainer["save_dir"])
-        name = self._config["name"]
-        if self.resume is not None:
-            self._save_dir = self.resume.resolve().parent
-            self.run_id = self._save_dir.name
-        else:
-            self.run_id = run_id or new_run_id()
-            self._save_dir = root / "models" / name / self.run_id
-        self._log_dir = root / "log" / name / self.run_id
-        if create_dirs and self.dist.is_main:
-            self._make_dirs(explicit_id=run_id is not None, reuse_run=reuse_run)
-            self._write_effective_config()
-        if create_dirs:
-            dist.barrier(self.dist)
-            setup_logging(self._log_dir if self.dist.is_main else None, rank=self.dist.rank)
-        self.log_levels = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
-
-    # ----------------------------------------------------------------- construction
     @classmethod
-    def from_args(cls, args: argparse.ArgumentParser, options: Sequence = (), argv: Sequence[str] | None = None):
-        """Parse the command line, start torch.distributed under torchrun, build the config."""
-        for opt in options:
-            args.add_argument(*opt.flags, default=None, type=opt.type, help=f"sets {opt.target.replace(';', '.')}")
+    def from_args(cls, args: argparse.ArgumentParser | argparse.Namespace, options: Sequence = (),
+                  env: dist.DistEnv | None = None) -> ConfigParser:
+        """Build the run's config from the command line: -c, -r (a path or 'auto'), --run-id,
+        --set and the custom options (flags, type, target)."""
         if not isinstance(args, argparse.Namespace):
-            args = args.parse_args(argv)
-        env = dist.from_environment()
-        device = _device(args.device or "auto", env.local_rank)
-        dist.init(env, device)
-
-        changes: list[tuple[str, Any]] = [
-            (opt.target, getattr(args, _dest(opt.flags)))
-            for opt in options
-            if getattr(args, _dest(opt.flags)) is not None
-        ]
-        changes += [(".".join(parts), value) for parts, value in map(parse_override, getattr(args, "set", None) or [])]
-
-        resume = args.resume
-        run_id = getattr(args, "run_id", None)
-        reuse_run = False
+            for opt in options:
+                args.add_argument(*opt.flags, default=None, type=opt.type, help=f"sets {opt.target.replace(';', '.')}")
+            args = args.parse_args()
+        env = env or dist.DistEnv()
+        changes = [(opt.target.split(";"), getattr(args, _dest(opt.flags)),
+                    f"{opt.flags[0]} {getattr(args, _dest(opt.flags))}")
+                   for opt in options if getattr(args, _dest(opt.flags), None) is not None]
+        changes += [parse_override(text) for text in getattr(args, "set", None) or []]
+        resume, run_id = args.resume, getattr(args, "run_id", None)
         if resume == "auto":
             if not args.config:
                 raise ConfigError("", "--resume auto needs -c CONFIG to know which experiment to continue",
                                   source="command line")
-            config, source = load_config_file(args.config), str(args.config)
-            resume, run_id = dist.broadcast(_find_auto_resume(config, changes, source, run_id), env)
-            reuse_run = True
+            config, source = read_config(args.config), str(args.config)
+            probe, _ = effective_config(config, changes, source)
+            resume, found_id = runs.find_auto_resume(probe, run_id)
+            if resume is not None and run_id is None:
+                runs.check_same_experiment(probe, resume)
+            run_id = run_id or found_id
         elif resume:
             resume = Path(resume)
             if not resume.is_file():
                 raise ConfigError("", f"no checkpoint file at {resume}", source="--resume")
-            if not ckpt.is_valid(resume):
-                raise ConfigError("", f"{resume} is not a complete checkpoint", source="--resume")
-            if args.config:
-                config, source = load_config_file(args.config), str(args.config)
-            else:
-                config, source = ckpt.load(resume)["config"], f"{resume} (its stored config)"
+            try:
+                stored = ckpt.open_checkpoint(resume)["config"]
+            except ckpt.NotOurCheckpoint as err:
+                raise ConfigError("", f"{err}{RESUME_ADVICE.get(err.kind, '')}", source="--resume") from None
+            config, source = (read_config(args.config), str(args.config)) if args.config else \
+                (stored, f"{resume} (its stored config)")
         else:
             if not args.config:
                 raise ConfigError("", "give a config file with -c, or a checkpoint with -r", source="command line")
-            config, source = load_config_file(args.config), str(args.config)
-        if not resume and run_id is None:
-            run_id = dist.broadcast(new_run_id(), env)
+            config, source = read_config(args.config), str(args.config)
+        resume = Path(resume) if resume else None
+        dirs = dist.broadcast(runs.plan(effective_config(config, changes, source)[0], resume, run_id), env)
+        return cls(config, resume, changes, source=source, env=env, dirs=dirs)  # one plan for all ranks
 
-        return cls(
-            config,
-            resume=resume,
-            modification=changes,
-            run_id=run_id,
-            source=source,
-            device=args.device or "auto",
-            dist_env=env,
-            reuse_run=reuse_run,
-        )
-
-    def _validate(self) -> None:
-        try:
-            validate(self._config)
-        except ConfigError as err:
-            err.source = self._source_of(err.key)
-            raise
-
-    def _source_of(self, key: str) -> str:
-        key = key.replace("[", ".").replace("]", "")
-        for path, label in self._overridden.items():
-            if key == path or key.startswith(path + ".") or path.startswith(key + ".") and key:
-                return label
-        return self.source
-
-    def _make_dirs(self, explicit_id: bool, reuse_run: bool) -> None:
-        if self.resume is None and explicit_id and not reuse_run and _has_checkpoints(self._save_dir):
-            raise ConfigError(
-                "",
-                f"run '{self.run_id}' already has checkpoints in {self._save_dir}; "
-                "continue it with --resume auto, or choose another --run-id",
-                source="--run-id",
-            )
-        self._fresh = not self._save_dir.exists() and not self._log_dir.exists()
-        while True:
-            try:
-                self._save_dir.mkdir(parents=True, exist_ok=explicit_id or self.resume is not None)
-                break
-            except FileExistsError:  # two runs started in the same microsecond
-                self.run_id = new_run_id()
-                self._save_dir = self._save_dir.parent / self.run_id
-                self._log_dir = self._log_dir.parent / self.run_id
-        self._log_dir.mkdir(parents=True, exist_ok=True)
+    # ----------------------------------------------------------------- the run's folders
+    def open_run(self) -> None:
+        """Create the run folders and config.json (rank 0), start info.log; called once every
+        check has passed."""
+        if self.dist.is_main:
+            source_log = self.dirs.log_dir.parent / self.dirs.branch_of.name if self.dirs.branch_of else None
+            runs.create(self.dirs, self._config, source_log)
+            attach_log_file(self.dirs.log_dir)
+        dist.barrier(self.dist)
 
     def discard_if_unused(self) -> None:
-        """After a failure before the first checkpoint, remove the run folders this
-        process created (nothing else: a resumed or reused run keeps everything)."""
-        if not getattr(self, "_fresh", False) or _has_checkpoints(self._save_dir):
-            return
-        logging.shutdown()
-        for folder in (self._save_dir, self._log_dir):
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def _write_effective_config(self) -> None:
-        target = self._save_dir / "config.json"
-        tmp = target.with_name(f".tmp-config.json.{os.getpid()}")
-        tmp.write_text(json.dumps(self._config, indent=4) + "\n")
-        os.replace(tmp, target)
+        """After a failure before the first checkpoint, remove the folders open_run made."""
+        close_logging()
+        runs.discard_if_unused(self.dirs)
 
     # ----------------------------------------------------------------- factory
     def init_obj(self, name: str, module: ModuleType, *args: Any, **kwargs: Any) -> Any:
         """`self[name]` is {type, args}: build `module.<type>(*args, **config_args, **kwargs)`."""
-        cls, module_args = self._resolve(name, module, kwargs)
-        return self._call(f"{name}.args", cls, args, module_args)
-
-    def init_ftn(self, name: str, module: ModuleType, *args: Any, **kwargs: Any) -> partial:
-        """Like init_obj, but returns the function with its arguments bound."""
-        func, module_args = self._resolve(name, module, kwargs)
-        return partial(func, *args, **module_args)
-
-    def _resolve(self, name: str, module: ModuleType, kwargs: dict) -> tuple[Any, dict]:
-        """The callable `self[name].type` names and its config args merged with the caller's
-        (a key set on both sides is a config mistake: the code's value would silently win)."""
-        spec = self[name]
-        target = self._lookup(f"{name}.type", spec["type"], module)
-        module_args = dict(spec.get("args") or {})
-        clash = sorted(set(kwargs) & set(module_args))
-        if clash:
-            raise ConfigError(f"{name}.args.{clash[0]}", "is set by train.py; remove it from the config",
-                              source=self._source_of(f"{name}.args"))
-        module_args.update(kwargs)
-        return target, module_args
-
-    def get_function(self, key: str, name: str, module: ModuleType) -> Any:
-        """A function named by a plain string in the config (`loss`, `metrics[i]`)."""
-        return self._lookup(key, name, module)
-
-    def _lookup(self, key: str, type_name: str, module: ModuleType) -> Any:
-        found = getattr(module, type_name, None) if not type_name.startswith("_") else None
-        if found is None or not callable(found):
-            known = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
-            close = difflib.get_close_matches(type_name, known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known[:12])}"
-            raise ConfigError(key, f"unknown type '{type_name}' in {module.__name__} ({hint})",
-                              source=self._source_of(key))
-        return found
-
-    def _call(self, key: str, target: Any, args: tuple, kwargs: dict) -> Any:
+        target, merged = self._resolve(name, module, kwargs)
         try:
-            inspect.signature(target).bind(*args, **kwargs)
+            inspect.signature(target).bind(*args, **merged)
         except TypeError as err:
-            raise ConfigError(key, f"{_name(target)}: {err}", source=self._source_of(key)) from None
+            raise ConfigError(f"{name}.args", f"{_name(target)}: {err}", source=self.source_of(f"{name}.args")) from None
         except ValueError:  # no signature available (some builtins): let the call decide
             pass
         try:
-            return target(*args, **kwargs)
+            return target(*args, **merged)
         except (TypeError, ValueError) as err:
-            raise ConfigError(key, f"{_name(target)}: {err}", source=self._source_of(key)) from None
+            raise ConfigError(f"{name}.args", f"{_name(target)}: {err}", source=self.source_of(f"{name}.args")) from None
+
+    def init_ftn(self, name: str, module: ModuleType, *args: Any, **kwargs: Any) -> partial:
+        """Like init_obj, but returns the function with its arguments bound."""
+        target, merged = self._resolve(name, module, kwargs)
+        return partial(target, *args, **merged)
+
+    def _resolve(self, name: str, module: ModuleType, kwargs: dict) -> tuple[Any, dict]:
+        spec = self[name]
+        target = self.get_function(f"{name}.type", spec["type"], module, what="type")
+        clash = sorted(k for k in set(kwargs) & set(spec["args"]) if spec["args"][k] != "auto")
+        if clash:  # the code's value would silently win (an `auto` in the config asks for it)
+            raise ConfigError(f"{name}.args.{clash[0]}", "is set by train.py; remove it from the config",
+                              source=self.source_of(f"{name}.args"))
+        return target, {**spec["args"], **kwargs}
+
+    def get_function(self, key: str, name: str, module: ModuleType, what: str = "name") -> Any:
+        """The callable `name` in `module` (a loss, a metric, a type), or a ConfigError saying
+        which key named an unknown one and the closest known name."""
+        found = getattr(module, name, None) if not name.startswith("_") else None
+        if found is None or not callable(found):
+            known = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known[:12])}"
+            raise ConfigError(key, f"unknown {what} '{name}' in {module.__name__} ({hint})", source=self.source_of(key))
+        return found
+
+    def source_of(self, key: str) -> str:
+        return source_of(self._labels, key, self.source)
 
     # ----------------------------------------------------------------- access
     def __getitem__(self, name: str) -> Any:
@@ -315,11 +154,9 @@ class ConfigParser:
     def get(self, name: str, default: Any = None) -> Any:
         return self._config.get(name, default)
 
-    def get_logger(self, name: str, verbosity: int = 2) -> logging.Logger:
-        if verbosity not in self.log_levels:
-            raise ConfigError("trainer.verbosity", f"expected 0, 1 or 2, got {verbosity!r}", source=self.source)
+    def get_logger(self, name: str, verbosity: int | None = None) -> logging.Logger:
         logger = logging.getLogger(name)
-        logger.setLevel(self.log_levels[verbosity])
+        logger.setLevel(LOG_LEVELS[self._config["trainer"]["verbosity"] if verbosity is None else verbosity])
         return logger
 
     @property
@@ -327,64 +164,23 @@ class ConfigParser:
         return self._config
 
     @property
+    def run_id(self) -> str:
+        return self.dirs.run_id
+
+    @property
     def save_dir(self) -> Path:
         """Checkpoints of this run: <save_dir>/models/<name>/<run_id>/."""
-        return self._save_dir
+        return self.dirs.save_dir
 
     @property
     def log_dir(self) -> Path:
         """Logs of this run: <save_dir>/log/<name>/<run_id>/."""
-        return self._log_dir
-
-
-def _modifications(modification: dict | Sequence[tuple[str, Any]] | None):
-    """(key parts, value, label) for each change to apply, in order."""
-    if not modification:
-        return []
-    pairs = [(k, v) for k, v in modification.items() if v is not None] if isinstance(modification, dict) \
-        else list(modification)
-    out = []
-    for key, value in pairs:
-        parts = key.replace(";", ".").split(".")
-        shown = "null" if value is None else value
-        out.append((parts, value, f"--set {'.'.join(parts)}={shown}"))
-    return out
-
-
-def _device(name: str, local_rank: int):
-    try:
-        return resolve_device(name, local_rank)
-    except ValueError as err:
-        raise ConfigError("", str(err), source="--device") from None
+        return self.dirs.log_dir
 
 
 def _dest(flags: Sequence[str]) -> str:
-    long = next((f for f in flags if f.startswith("--")), flags[0])
-    return long.lstrip("-").replace("-", "_")
+    return next((f for f in flags if f.startswith("--")), flags[0]).lstrip("-").replace("-", "_")
 
 
 def _name(target: Any) -> str:
     return getattr(target, "__name__", type(target).__name__)
-
-
-def _has_checkpoints(folder: Path) -> bool:
-    return bool(ckpt.epoch_checkpoints(folder)) or (folder / ckpt.BEST_NAME).exists()
-
-
-def _find_auto_resume(config: dict, changes: Sequence[tuple[str, Any]], source: str, run_id: str | None):
-    """(checkpoint or None, run id) for --resume auto: the newest valid checkpoint of
-    the given run id, or of the latest run of this experiment; none found = fresh start."""
-    probe = deepcopy(config)
-    for parts, value, label in _modifications(changes):
-        set_by_path(probe, parts, value, label)
-    name = probe.get("name")
-    trainer = probe.get("trainer") if isinstance(probe.get("trainer"), dict) else {}
-    if not isinstance(name, str) or not name:
-        raise ConfigError("name", "missing key", source=source)
-    models = repo_path(trainer.get("save_dir") or "saved/") / "models" / name
-    if run_id is not None:
-        return ckpt.newest_valid(models / run_id), run_id
-    found = ckpt.latest_run_checkpoint(models)
-    if found is not None:
-        return found, found.parent.name
-    return None, new_run_id()

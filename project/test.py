@@ -20,7 +20,7 @@ from parse_config import ConfigError, ConfigParser
 from utils import MetricTracker, TemplateError
 from utils import checkpoint as ckpt
 from utils.metric_tracker import metric_name
-from utils.util import resolve_device
+from utils.util import accepted_kwargs, resolve_device
 
 
 def evaluate(checkpoint_path: str, device_name: str = "auto", split: str = "test", batch_size: int | None = None) -> dict:
@@ -31,21 +31,19 @@ def evaluate(checkpoint_path: str, device_name: str = "auto", split: str = "test
     if not os.path.isfile(checkpoint_path):
         raise ConfigError("", f"no checkpoint file at {checkpoint_path}", source="--resume")
     try:
-        state = ckpt.load(checkpoint_path, map_location="cpu")
-    except Exception as err:  # a damaged or foreign file
-        raise ConfigError("", f"{checkpoint_path} is not a loadable checkpoint ({type(err).__name__})",
-                          source="--resume") from None
-    if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
-        raise ConfigError("", f"{checkpoint_path} is not a checkpoint of this template", source="--resume")
+        state = ckpt.open_checkpoint(checkpoint_path)
+    except ckpt.NotOurCheckpoint as err:
+        raise ConfigError("", str(err), source="--resume") from None
 
     changes = [("data_loader.args.shuffle", False), ("data_loader.args.num_workers", 0)]
     if split == "test":
         changes += [("data_loader.args.training", False), ("data_loader.args.validation_split", 0.0)]
     if batch_size:
         changes.append(("data_loader.args.batch_size", batch_size))
-    config = ConfigParser(state["config"], modification=changes, source=f"{checkpoint_path} (stored config)",
-                          device=str(device), create_dirs=False)
-    loader = config.init_obj("data_loader", module_data, seed=config["seed"])
+    changes = [(key.split("."), value, f"test.py's {key}={value}") for key, value in changes]
+    config = ConfigParser(state["config"], modification=changes, source=f"{checkpoint_path} (stored config)")
+    loader_type = getattr(module_data, config["data_loader"]["type"], None)
+    loader = config.init_obj("data_loader", module_data, **accepted_kwargs(loader_type, seed=config["seed"]))
     if split == "val":
         loader = loader.split_validation()
         if loader is None:
@@ -59,8 +57,9 @@ def evaluate(checkpoint_path: str, device_name: str = "auto", split: str = "test
         raise TemplateError(f"{checkpoint_path}: weights do not fit {type(model).__name__}: "
                             f"{str(err).splitlines()[-1].strip()}") from None
     model = model.to(device).eval()
-    criterion = config.get_function("loss", config["loss"], module_loss)
-    metric_fns = [config.get_function(f"metrics[{i}]", m, module_metric) for i, m in enumerate(config["metrics"])]
+    criterion = config.get_function("loss", config["loss"], module_loss, what="loss")
+    metric_fns = [config.get_function(f"metrics[{i}]", m, module_metric, what="metric")
+                  for i, m in enumerate(config["metrics"])]
 
     tracker = MetricTracker("loss", *[metric_name(m) for m in metric_fns], device=device)
     with torch.no_grad():

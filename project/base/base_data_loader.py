@@ -14,9 +14,10 @@ class BaseDataLoader(DataLoader):
     """Classic template interface: `BaseDataLoader(dataset, batch_size, shuffle,
     validation_split, num_workers)` and `split_validation()`.
 
-    train.py adds the run-time keywords (`seed`, `rank`, `world_size`, `pin_memory`);
-    they are not config keys. `device_resident: true` (a config key) makes train.py keep
-    both splits on the device (data_loader/device_loader.py) with this loader's order.
+    train.py adds the run-time keywords (`seed`, `rank`, `world_size`, `pin_memory`) when
+    the loader takes them; they are not config keys. `device_resident: true` (a config key)
+    makes train.py keep both splits on the device (data_loader/device_loader.py) with this
+    loader's order, when the dataset is plain tensors.
     """
 
     def __init__(
@@ -32,7 +33,6 @@ class BaseDataLoader(DataLoader):
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
-        persistent_workers: bool | None = None,
         device_resident: bool = False,
     ) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -52,7 +52,7 @@ class BaseDataLoader(DataLoader):
             "num_workers": num_workers,
             "pin_memory": pin_memory,
             "worker_init_fn": seed_worker if num_workers > 0 else None,
-            "persistent_workers": (num_workers > 0) if persistent_workers is None else persistent_workers,
+            "persistent_workers": num_workers > 0,
         }
         sampler = ResumableSampler(train_set, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         super().__init__(train_set, sampler=sampler, **self.init_kwargs)

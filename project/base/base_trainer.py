@@ -1,7 +1,8 @@
 """BaseTrainer: the epoch loop, monitoring, early stop, checkpoints and resume.
 
-Subclasses implement `_train_epoch(epoch) -> dict of floats` and may add their own
-state to checkpoints through `_extra_state()` / `_load_extra_state()`.
+Subclasses implement `_train_epoch(epoch) -> dict of floats` and may add their own state
+to checkpoints through `_extra_state()` / `_load_extra_state()`. `train()` first restores a
+checkpoint (every check happens there), then opens the run folder, then trains.
 """
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ from pathlib import Path
 
 import torch
 
-from logger import MetricsLog, TensorboardWriter, plot_curves
+from logger import Loggers, MetricsLog, plot_curves
 from utils import checkpoint as ckpt
 from utils import dist
-from utils.config_check import monitor_parts
+from utils.config import ConfigError, differences
+from utils.schema import monitor_parts
 from utils.util import TemplateError, rng_state, set_rng_state
+
+# what a scheduler's state holds about its progress; the rest comes from the config
+SCHEDULER_PROGRESS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial",
+                      "best", "num_bad_epochs", "cooldown_counter")
 
 
 class BaseTrainer:
@@ -35,7 +41,6 @@ class BaseTrainer:
 
         self.epochs = cfg["epochs"]
         self.save_period = cfg["save_period"]
-        self.keep_last = cfg["keep_last"]
         self.mnt_mode, self.mnt_metric = monitor_parts(cfg["monitor"])
         self.mnt_best = 0.0 if self.mnt_mode == "off" else (math.inf if self.mnt_mode == "min" else -math.inf)
         self.early_stop = cfg["early_stop"] or math.inf
@@ -44,14 +49,9 @@ class BaseTrainer:
         self.best_epoch: int | None = None
         self.best_log: dict | None = None
         self.resumed_log: dict | None = None
-
+        self.logger_ids: dict = {}  # W&B / MLflow run ids of this run (a resume continues them)
         self.is_main = config.dist.is_main
-        self.checkpoint_dir = Path(config.save_dir)
-        self.log_dir = Path(config.log_dir)
-        self.writer = None
-        self.metrics_log = None
-        self.checkpoints = ckpt.CheckpointWriter(self.checkpoint_dir, self.keep_last)
-        self._plain_config: dict | None = None  # the config as plain JSON types, built once
+        self._plain_config = json.loads(json.dumps(config.config))  # plain JSON types: weights_only loads it
 
     @abstractmethod
     def _train_epoch(self, epoch: int) -> dict:
@@ -66,20 +66,24 @@ class BaseTrainer:
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict:
         """Run epochs start_epoch..epochs (or until early stop); returns the run summary."""
-        resume_epoch = None
-        if self.config.resume is not None:
-            resume_epoch = self._resume_checkpoint(self.config.resume)
+        resume_epoch = self._resume_checkpoint(self.config.resume) if self.config.resume is not None else None
+        self.config.open_run()  # every check has passed: now the run folder may be written
+        self.checkpoint_dir, self.log_dir = Path(self.config.save_dir), Path(self.config.log_dir)
+        self.checkpoints = ckpt.CheckpointWriter(self.checkpoint_dir, self.config["trainer"]["keep_last"])
         if self.is_main:
             ckpt.remove_stale_temps(self.checkpoint_dir)
+            resume_step = getattr(self, "global_step", 0) if resume_epoch is not None else None
             self.metrics_log = MetricsLog(self.log_dir / "metrics.jsonl", resume_epoch)
-            self.writer = TensorboardWriter(self.log_dir, self.logger, self.config["trainer"]["tensorboard"],
-                                            purge_step=resume_epoch + 1 if resume_epoch else None)
+            self.steps_log = MetricsLog(self.log_dir / "steps.jsonl", resume_step, key="step", flush_each=False)
+            self.loggers = Loggers(self.config["trainer"]["loggers"], self._plain_config, self.config.run_id,
+                                   self.log_dir, self.logger_ids, resume_epoch, resume_step, self.logger)
+            self.logger_ids = self.loggers.ids()
         last_log: dict = dict(self.resumed_log or {})
-        stopped_early = False
+        stopped_early = self.not_improved_count >= self.early_stop
         epochs = range(self.start_epoch, self.epochs + 1)
-        if self.not_improved_count >= self.early_stop:  # a resumed run that had already stopped early
+        if stopped_early:  # a resumed run that had already stopped early
             self.logger.info(f"this run stopped early at epoch {self.start_epoch - 1}: nothing to continue")
-            epochs, stopped_early = range(0), True
+            epochs = range(0)
         elif self.start_epoch > self.epochs:
             self.logger.info(f"nothing left to train: the checkpoint is at epoch {self.start_epoch - 1} and "
                              f"trainer.epochs is {self.epochs} (raise it with --epochs N to train longer)")
@@ -90,9 +94,8 @@ class BaseTrainer:
             log["time"] = round(time.perf_counter() - started, 4)
             self._log_epoch(log, improved)
             stopped_early = self.not_improved_count >= self.early_stop
-            last = epoch == self.epochs or stopped_early
-            periodic = epoch % self.save_period == 0 or last
-            if periodic or improved:
+            periodic = epoch % self.save_period == 0 or epoch == self.epochs or stopped_early
+            if (periodic or improved) and self.is_main:
                 self._save_checkpoint(epoch, log, periodic=periodic, save_best=improved)
             last_log = log
             if stopped_early:
@@ -111,8 +114,7 @@ class BaseTrainer:
         value = log[self.mnt_metric]
         improved = value < self.mnt_best if self.mnt_mode == "min" else value > self.mnt_best
         if improved:
-            self.mnt_best = value
-            self.not_improved_count = 0
+            self.mnt_best, self.not_improved_count = value, 0
             self.best_epoch, self.best_log = log["epoch"], dict(log)
         else:
             self.not_improved_count += 1
@@ -121,12 +123,17 @@ class BaseTrainer:
     def _log_epoch(self, log: dict, improved: bool) -> None:
         if not self.is_main:
             return
-        parts = [f"epoch {log['epoch']}/{self.epochs}"]
-        parts += [f"{k} {v:.6g}" for k, v in log.items() if k not in ("epoch", "time")]
-        parts.append(f"({log['time']:.2f}s)")
-        self.logger.info("  ".join(parts) + ("  *best" if improved else ""))
+        parts = [f"epoch {log['epoch']}/{self.epochs}", *(f"{k} {v:.6g}" for k, v in log.items()
+                                                          if k not in ("epoch", "time"))]
+        self.logger.info("  ".join(parts) + f"  ({log['time']:.2f}s)" + ("  *best" if improved else ""))
         self.metrics_log.append(log)
-        self.writer.add_scalars({k: v for k, v in log.items() if k not in ("epoch", "time")}, log["epoch"])
+        self.steps_log.flush()
+        self.loggers.log_epoch(log, getattr(self, "global_step", log["epoch"]))
+
+    def _log_step(self, row: dict) -> None:
+        """Step-level loss and lr (rank 0), at log points only."""
+        self.steps_log.append(row)
+        self.loggers.log_step(row, row["step"])
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, epoch: int, log: dict) -> dict:
@@ -140,64 +147,94 @@ class BaseTrainer:
             "monitor_best": float(self.mnt_best),
             "not_improved_count": self.not_improved_count,
             "best_epoch": self.best_epoch,
+            "best": self.best_log,
             "metrics": {k: float(v) for k, v in log.items() if k != "epoch"},
-            "config": self._checkpoint_config(),
+            "config": self._plain_config,
             "rng": rng_state(),
             "torch_version": str(torch.__version__),
+            "logger_ids": self.logger_ids,
             **self._extra_state(),
         }
 
-    def _checkpoint_config(self) -> dict:
-        """The config as plain dicts/lists (weights_only loads it); the same every epoch, so
-        converted once (torch.save only reads it)."""
-        if self._plain_config is None:
-            self._plain_config = json.loads(json.dumps(self.config.config))
-        return self._plain_config
-
     def _save_checkpoint(self, epoch: int, log: dict, periodic: bool, save_best: bool) -> None:
-        """Epoch checkpoint (atomic), model_best as a link to it, then prune old ones; the
-        disk work runs in the background while the next epoch trains."""
-        if not self.is_main:
-            return
+        """Epoch checkpoint (atomic), model_best as a link to it, then prune old ones; the disk
+        work runs in the background while the next epoch trains."""
         try:
             self.checkpoints.save(self._state(epoch, log), epoch, periodic=periodic, save_best=save_best)
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
-        if save_best:
-            self.logger.debug(f"new best {self.mnt_metric} {self.mnt_best:.6g}: model_best.pth <- epoch {epoch}")
 
-    def _resume_checkpoint(self, path: str | Path) -> int:
-        path = Path(path)
+    def _resume_checkpoint(self, path: Path) -> int:
+        """Load everything a checkpoint holds. A config change that the restored state would
+        override is applied to it (optimizer and scheduler settings) or refused (the seed)."""
         state = ckpt.load(path, map_location="cpu")
-        if state["config"].get("arch") != self.config["arch"]:
-            self.logger.warning("the config's arch differs from the checkpoint's; loading the weights anyway")
+        saved = state["config"]
+        if saved.get("seed") != self.config["seed"]:
+            raise ConfigError("seed", f"is {self.config['seed']} but the run was started with {saved.get('seed')}: "
+                              "a resumed run continues its own random state (start a new run for another seed)",
+                              source=self.config.source_of("seed"))
         try:
             self.model.load_state_dict(state["state_dict"])
         except RuntimeError as err:
-            first = str(err).strip().splitlines()
-            detail = first[1].strip() if len(first) > 1 else first[0]
-            raise TemplateError(f"{path} does not fit this model: {detail}") from None
-        if state["config"].get("optimizer", {}).get("type") != self.config["optimizer"]["type"]:
-            self.logger.warning("optimizer type differs from the checkpoint's: its state is not restored")
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            lines = str(err).strip().splitlines()
+            raise TemplateError(f"{path} does not fit this model: {(lines[1:] or lines)[0].strip()}") from None
+        self._restore_optimizer(state["optimizer"], saved["optimizer"])
+        self._restore_scheduler(state.get("lr_scheduler"), (saved.get("lr_scheduler") or {}).get("type"))
         self.start_epoch = state["epoch"] + 1
         if state.get("monitor") == f"{self.mnt_mode} {self.mnt_metric}".strip():
-            self.mnt_best = state["monitor_best"]
-            self.not_improved_count = state.get("not_improved_count", 0)
-            self.best_epoch = state.get("best_epoch")
-            if self.best_epoch is not None:
-                best = self.checkpoint_dir / ckpt.BEST_NAME
-                if best.exists():
-                    self.best_log = {"epoch": self.best_epoch, **ckpt.load(best)["metrics"]}
-        self.resumed_log = {"epoch": state["epoch"], **state.get("metrics", {})}
+            self.mnt_best, self.not_improved_count = state["monitor_best"], state["not_improved_count"]
+            self.best_epoch, self.best_log = state["best_epoch"], state["best"]
+        else:
+            self.logger.info(f"trainer.monitor changed from {state.get('monitor')!r}: the best model restarts")
+        self.resumed_log = {"epoch": state["epoch"], **state["metrics"]}
         set_rng_state(state["rng"])
         self._load_extra_state(state)
+        branch = self.config.dirs.branch_of
+        self.logger_ids = {} if branch else dict(state.get("logger_ids") or {})  # a branch is a new run
         self.logger.info(f"resumed from {path} (epoch {state['epoch']}); continuing at epoch {self.start_epoch} "
-                         f"in {self.checkpoint_dir}")
+                         f"in {self.config.save_dir}" + (f" (a new run: {branch.name} has newer checkpoints and "
+                                                         "stays as it is)" if branch else ""))
         return state["epoch"]
+
+    def _restore_optimizer(self, saved_state: dict, saved_cfg: dict) -> None:
+        new = self.config["optimizer"]
+        if saved_cfg["type"] != new["type"]:
+            self.logger.warning(f"optimizer.type changed from {saved_cfg['type']} to {new['type']}: "
+                                "it starts with fresh state")
+            return
+        groups = self.optimizer.param_groups
+        owned = [k for k in groups[0] if k != "params" and k not in self.optimizer.defaults]  # the scheduler's
+        fresh = [{k: g[k] for k in owned} for g in groups]
+        self.optimizer.load_state_dict(saved_state)  # new param_group dicts
+        groups = self.optimizer.param_groups
+        for group, values in zip(groups, fresh):
+            group.update(values)
+        old_args = saved_cfg.get("args") or {}
+        for key in {k.split(".")[0] for k in differences(old_args, new["args"])}:
+            old, value = old_args.get(key), new["args"].get(key)
+            if key not in groups[0]:
+                raise ConfigError(f"optimizer.args.{key}", "changed, but the restored optimizer has no such setting",
+                                  source=self.config.source_of(f"optimizer.args.{key}"))
+            for group in groups:  # lr: the schedule keeps its shape, scaled to the new rate
+                group[key] = group[key] * value / old if key == "lr" and old else value
+            self.logger.info(f"optimizer.args.{key}: {old!r} -> {value!r}, applied to the restored optimizer")
+
+    def _restore_scheduler(self, saved: dict | None, saved_type: str | None) -> None:
+        scheduler, new_type = self.lr_scheduler, (self.config["lr_scheduler"] or {}).get("type")
+        if scheduler is None or saved is None or saved_type != new_type:
+            if saved_type != new_type:
+                self.logger.warning(f"lr_scheduler changed from {saved_type} to {new_type}: "
+                                    "the new schedule starts from its beginning")
+            return
+        fresh = scheduler.state_dict()
+        if "_schedulers" in fresh:  # SequentialLR, ChainedScheduler: restored as saved
+            scheduler.load_state_dict(saved)
+            return
+        changed = [k for k in fresh if k not in SCHEDULER_PROGRESS and k in saved and fresh[k] != saved[k]]
+        scheduler.load_state_dict({**fresh, **{k: saved[k] for k in SCHEDULER_PROGRESS if k in saved}})
+        for key in changed:
+            self.logger.info(f"lr_scheduler {key}: {saved[key]!r} -> {fresh[key]!r}, applied; the schedule "
+                             f"continues at step {saved.get('last_epoch')}")
 
     # ------------------------------------------------------------------ the end
     def _finish(self, last_log: dict, stopped_early: bool) -> dict:
@@ -223,26 +260,20 @@ class BaseTrainer:
             self.checkpoints.wait()
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
-        self.writer.close()
+        self.loggers.close()
         self.metrics_log.close()
-        png = plot_curves(self.metrics_log.rows(), self.log_dir / "curves.png", self.logger)
+        self.steps_log.close()
+        png = plot_curves(self.metrics_log.rows(), self.log_dir / "curves.png", self.logger, self.steps_log.rows())
         summary["curves"] = str(png) if png else None
         tmp = self.log_dir / f".tmp-summary.json.{os.getpid()}"
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
         os.replace(tmp, self.log_dir / "summary.json")
-        self.logger.info("final: " + json.dumps({
-            "run_id": summary["run_id"],
-            "epochs_run": summary["epochs_run"],
-            "best_epoch": self.best_epoch,
-            "best": _val_part(self.best_log),
-            "last": _val_part(last_log),
-        }))
+        val = {k: v for k, v in (self.best_log or {}).items() if k.startswith("val_")} or None
+        last = {k: v for k, v in (last_log or {}).items() if k.startswith("val_")} or None
+        self.logger.info("final: " + json.dumps({"run_id": summary["run_id"], "epochs_run": summary["epochs_run"],
+                                                 "best_epoch": self.best_epoch, "best": val, "last": last}))
         self.logger.info(f"checkpoints: {self.checkpoint_dir}   logs: {self.log_dir}")
         return summary
-
-
-def _val_part(log: dict | None) -> dict | None:
-    return {k: v for k, v in log.items() if k.startswith("val_")} if log else None
 
 
 def param_checksum(model: torch.nn.Module) -> str:

@@ -48,47 +48,59 @@ class BatchStream:
     """Batches of a loader, one epoch at a time, remembering where it stands.
 
     Epoch mode (`len_epoch` None): an epoch is one pass. Iteration mode: an epoch is
-    `len_epoch` batches, continuing across passes. Works with any loader that exposes a
-    ResumableSampler as `.sampler` and a `.batch_size` (the DataLoader and the
-    device-resident loader both do).
+    `len_epoch` batches, continuing across passes. The state is (pass, samples done in it),
+    so a resume continues at the next sample, even with another batch size. A loader
+    without a ResumableSampler (one written for the classic template) is iterated as it is:
+    resumes then start at the next pass.
     """
 
     def __init__(self, loader, len_epoch: int | None = None) -> None:
         self.loader = loader
         self.len_epoch = len_epoch
+        self.resumable = isinstance(getattr(loader, "sampler", None), ResumableSampler)
         self.pass_index = 0
-        self.offset = 0  # batches of the current pass already consumed
+        self.samples = 0  # of the current pass already consumed
+        self._batches = None  # a foreign loader's iterator, kept across epochs in iteration mode
 
     @property
-    def batches_per_pass(self) -> int:
-        return math.ceil(self.loader.sampler.num_samples / self.loader.batch_size)
+    def pass_size(self) -> int:
+        return self.loader.sampler.num_samples
 
     def _roll(self) -> None:
-        if self.offset >= self.batches_per_pass:
-            self.pass_index += 1
-            self.offset = 0
+        if self.resumable and self.samples >= self.pass_size:
+            self.pass_index, self.samples = self.pass_index + 1, 0
 
     def batches_in_epoch(self) -> int:
         self._roll()
-        return self.len_epoch or (self.batches_per_pass - self.offset)
+        if self.len_epoch:
+            return self.len_epoch
+        return math.ceil((self.pass_size - self.samples) / self.loader.batch_size) if self.resumable \
+            else len(self.loader)
 
     def epoch(self) -> Iterator:
         remaining = self.batches_in_epoch()
-        sampler = self.loader.sampler
         while remaining > 0:
-            self._roll()
-            sampler.set_epoch(self.pass_index)
-            sampler.set_start(self.offset * self.loader.batch_size)
-            for batch in self.loader:
-                self.offset += 1
+            for batch in self._pass():
+                self.samples += len(batch[-1]) if isinstance(batch, (list, tuple)) else self.loader.batch_size
                 remaining -= 1
                 yield batch
                 if remaining == 0:
                     return
+            self.pass_index, self.samples, self._batches = self.pass_index + 1, 0, None
+
+    def _pass(self) -> Iterator:
+        if self.resumable:
+            self._roll()
+            self.loader.sampler.set_epoch(self.pass_index)
+            self.loader.sampler.set_start(self.samples)
+            return iter(self.loader)
+        if self._batches is None:
+            self._batches = iter(self.loader)
+        return self._batches
 
     def state_dict(self) -> dict:
         self._roll()
-        return {"pass": self.pass_index, "offset": self.offset}
+        return {"pass": self.pass_index, "samples": self.samples}
 
     def load_state_dict(self, state: dict) -> None:
-        self.pass_index, self.offset = int(state["pass"]), int(state["offset"])
+        self.pass_index, self.samples = int(state["pass"]), int(state["samples"]) if self.resumable else 0

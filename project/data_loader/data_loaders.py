@@ -14,14 +14,17 @@ DIGITS_TEST_SEED = 20250101  # fixed: the test split is part of the dataset, not
 class DigitsDataLoader(BaseDataLoader):
     """The bundled UCI handwritten digits (8x8). `test_split` of the samples (seeded by a
     fixed constant) form the test set that test.py uses; the rest is split into train and
-    validation by `validation_split` with the config's seed."""
+    validation by `validation_split` with the config's seed; `classes: N` keeps the digits 0..N-1."""
 
     def __init__(self, data_dir="data/", batch_size=64, shuffle=True, validation_split=0.15, num_workers=0,
-                 training=True, test_split=0.2, **kwargs):
+                 training=True, test_split=0.2, classes=None, **kwargs):
         self.data_dir = project_path(data_dir)
         full = load_digits(self.data_dir)
         rest, test = split_indices(len(full), test_split, DIGITS_TEST_SEED)
         self.sample_ids = rest if training else test  # rows of digits.csv.gz in this part
+        if classes is not None:  # only the digits 0..classes-1 (e.g. a 5-class fine-tuning task)
+            labels = full.tensors[1]
+            self.sample_ids = [i for i in self.sample_ids if labels[i] < classes]
         super().__init__(Subset(full, self.sample_ids), batch_size, shuffle, validation_split, num_workers, **kwargs)
 
 

@@ -4,36 +4,32 @@ For data that fits in device memory (the digits, MNIST: 188 MB as float32) a Dat
 spends its time collating samples one by one in Python and copying each batch to the
 GPU. Here the tensors are moved once; each batch is one `index_select` on the device.
 The order comes from the same ResumableSampler the DataLoader uses (seeded permutation
-per pass, DDP shard, resume offset), so both paths yield exactly the same batches.
+per pass, DDP shard, resume offset), so both paths yield exactly the same batches. Only
+plain tensors qualify: a dataset that transforms its samples keeps its DataLoader.
 """
 from __future__ import annotations
 
 from typing import Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
-from utils.util import TemplateError
+from base.data_order import ResumableSampler
 
 
-def dataset_tensors(dataset: Dataset) -> list[torch.Tensor]:
-    """The dataset's samples as stacked tensors (TensorDataset and Subsets of it are sliced
-    directly; any other map-style dataset is collated once)."""
+def dataset_tensors(dataset: Dataset) -> list[torch.Tensor] | str:
+    """The samples of a plain-tensor dataset (a TensorDataset, or Subsets of one) as stacked
+    tensors; for any other dataset, the reason it cannot be kept on the device as it is (its
+    __getitem__ may transform each sample, e.g. random augmentation, every time it is read)."""
     indices = None
-    while isinstance(dataset, Subset):
+    while type(dataset) is Subset:
         chosen = torch.as_tensor(list(dataset.indices), dtype=torch.long)
         indices = chosen if indices is None else chosen[indices]
         dataset = dataset.dataset
-    if isinstance(dataset, TensorDataset):
-        return [t if indices is None else t[indices] for t in dataset.tensors]
-    subset = dataset if indices is None else Subset(dataset, indices.tolist())
-    try:
-        batches = list(DataLoader(subset, batch_size=4096, shuffle=False))
-    except Exception as err:
-        raise TemplateError(f"device_resident needs samples that collate into tensors: {err}") from None
-    if not batches or not isinstance(batches[0], (list, tuple)):
-        raise TemplateError("device_resident needs a dataset of (input, target) tensor tuples")
-    return [torch.cat(parts) for parts in zip(*batches)]
+    if type(dataset).__getitem__ is not TensorDataset.__getitem__:
+        return (f"{type(dataset).__name__} is not a plain TensorDataset (its __getitem__ may transform samples, "
+                "e.g. random augmentation)")
+    return [t if indices is None else t[indices] for t in dataset.tensors]
 
 
 class DeviceLoader:
@@ -57,10 +53,14 @@ class DeviceLoader:
 
 
 def device_resident(train_loader, valid_loader, device: torch.device):
-    """The same two loaders (same samplers, batch sizes) with their data on `device`."""
-    train = DeviceLoader(dataset_tensors(train_loader.dataset), train_loader.sampler, train_loader.batch_size, device)
-    valid = None
-    if valid_loader is not None:
-        valid = DeviceLoader(dataset_tensors(valid_loader.dataset), valid_loader.sampler, valid_loader.batch_size,
-                             device)
-    return train, valid
+    """The same two loaders (same samplers, batch sizes) with their data on `device`, or a
+    string saying why the DataLoaders must stay."""
+    if not isinstance(getattr(train_loader, "sampler", None), ResumableSampler):
+        return f"{type(train_loader).__name__} does not draw its order from a ResumableSampler"
+    loaders = []
+    for loader in (train_loader, valid_loader):
+        tensors = dataset_tensors(loader.dataset) if loader is not None else None
+        if isinstance(tensors, str):
+            return tensors
+        loaders.append(tensors and DeviceLoader(tensors, loader.sampler, loader.batch_size, device))
+    return tuple(loaders)

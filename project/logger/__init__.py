@@ -1,5 +1,7 @@
 from .curves import MetricsLog, plot_curves
-from .logger import setup_logging
+from .logger import attach_log_file, close_logging, setup_logging
+from .loggers import Loggers
 from .visualization import TensorboardWriter
 
-__all__ = ["MetricsLog", "TensorboardWriter", "plot_curves", "setup_logging"]
+__all__ = ["Loggers", "MetricsLog", "TensorboardWriter", "attach_log_file", "close_logging", "plot_curves",
+           "setup_logging"]

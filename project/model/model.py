@@ -21,11 +21,11 @@ class DigitsModel(BaseModel):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = hidden
-        layers.append(nn.Linear(width, num_classes))
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(width, num_classes)  # the head: `--init-skip fc` starts it fresh
 
     def forward(self, x):
-        return F.log_softmax(self.net(x), dim=1)
+        return F.log_softmax(self.fc(self.features(x)), dim=1)
 
 
 class MnistModel(BaseModel):

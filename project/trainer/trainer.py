@@ -1,21 +1,21 @@
-"""Trainer: one readable training step (AMP, accumulation, clipping, DDP) and evaluation.
+"""Trainer: one training step (AMP, accumulation, clipping, DDP) and evaluation.
 
-Read `_train_epoch` top to bottom: fetch a batch, forward under autocast, scale the loss
-by the accumulation group, backward (without the DDP all-reduce on all but the last
-micro-batch of a group), then clip, step, update the scaler and the scheduler. Metrics
-stay on the device; the host syncs only at log points. The training loss counts every
-batch; training metrics (accuracy...) are measured on the batches at log points unless
-`trainer.train_metrics` is "all" (each costs a few kernels per step) or "off".
+Read `_train_epoch` top to bottom: fetch a batch, forward under autocast, scale the loss by
+the accumulation group, backward (without the DDP all-reduce on all but the last
+micro-batch of a group), then clip, step, update the scaler and the scheduler. Without AMP
+the autocast and the GradScaler are disabled and cost nothing measurable (see
+scripts/bench_overhead.py). Metrics stay on the device; the host syncs only at log points.
+The training loss counts every batch; training metrics (accuracy...) are measured on the
+batches at log points unless `trainer.train_metrics` is "all" (each costs a few kernels per
+step) or "off".
 """
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from base import BaseTrainer, BatchStream
 from utils import MetricTracker
@@ -26,14 +26,14 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class Trainer(BaseTrainer):
     def __init__(self, model, criterion, metric_ftns, optimizer, config, device, data_loader,
-                 valid_data_loader=None, lr_scheduler=None, len_epoch=None, progress_file=None) -> None:
+                 valid_data_loader=None, lr_scheduler=None) -> None:
         super().__init__(model, criterion, metric_ftns, optimizer, config, lr_scheduler)
         cfg = config["trainer"]
         self.device = device
         self.data_loader = data_loader
         self.valid_data_loader = valid_data_loader
         self.do_validation = valid_data_loader is not None
-        self.stream = BatchStream(data_loader, len_epoch or cfg["len_epoch"])
+        self.stream = BatchStream(data_loader, cfg["len_epoch"])
         self.accumulate = cfg["accumulate"]
         self.clip_grad_norm = cfg["clip_grad_norm"]
         self.log_step = cfg["log_step"]
@@ -42,8 +42,7 @@ class Trainer(BaseTrainer):
         self.global_step = 0
 
         amp = self._amp_mode(cfg["amp"], device)
-        self.autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp != "off"
-                         else contextlib.nullcontext())  # a disabled autocast still costs ~5 us a step
+        self.autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off")
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # fp16 needs loss scaling
 
         # self.model: plain module (checkpoints); self.net: maybe compiled (evaluation);
@@ -55,20 +54,15 @@ class Trainer(BaseTrainer):
         if config.dist.enabled:
             self.train_net = DistributedDataParallel(
                 self.net, device_ids=[device.index] if device.type == "cuda" else None)
-        # fp32 in one process: a step is the hand-written one, with no wrapper around it
-        self.plain_step = amp == "off" and not config.dist.enabled
 
         scheduler = config["lr_scheduler"] or {}
         self.scheduler_per_step = scheduler.get("interval") == "step"
         names = ["loss"] + [metric_name(m) for m in metric_ftns]
         self.train_metrics = MetricTracker(*(names if cfg["train_metrics"] != "off" else ["loss"]), device=device)
         self.valid_metrics = MetricTracker(*names, device=device)
-
-        show = cfg["progress"]
-        if show == "auto":
-            show = sys.stderr.isatty()
+        show = sys.stderr.isatty() if cfg["progress"] == "auto" else cfg["progress"]
         self.show_progress = bool(show) and self.is_main
-        self.progress_file = progress_file or sys.stderr
+        self.progress_file = sys.stderr
 
     def _amp_mode(self, amp: str, device: torch.device) -> str:
         """bf16 where the GPU computes it natively (Ampere and newer); on older GPUs (Colab's
@@ -85,31 +79,25 @@ class Trainer(BaseTrainer):
         self.train_net.train()
         self.train_metrics.reset()
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+        self._last_point = (0.0, 0)  # loss sum and count at the last log point
         n_batches = self.stream.batches_in_epoch()
-        log_step = self.log_step or max(1, n_batches // 10)
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, dynamic_ncols=True,
-                   disable=not self.show_progress, file=self.progress_file)
+        log_step = self.log_step or max(8, n_batches // 10)  # about 10 log points an epoch, 8+ steps apart
+        bar = self._progress_bar(epoch, n_batches)
         k = self.accumulate
         for i, (data, target) in enumerate(self.stream.epoch()):
             data = data.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
-            group = min(k, n_batches - (i // k) * k)  # micro-batches in this accumulation group
-            last_micro = (i + 1) % k == 0 or i + 1 == n_batches
             if i % k == 0:
                 # drop the old gradients just before the group's first backward (freeing them
                 # right after step() made the next forward ~15% slower on CPU: allocator churn)
                 self.optimizer.zero_grad(set_to_none=True)
-
-            if self.plain_step:
-                output = self.train_net(data)
-                loss = self.criterion(output, target)
-                (loss / group if group > 1 else loss).backward()
-            else:
-                with self._grad_sync(last_micro):
-                    with self.autocast:
-                        output = self.train_net(data)
-                        loss = self.criterion(output, target)
-                    self.scaler.scale(loss / group if group > 1 else loss).backward()
+                group = min(k, n_batches - i)  # micro-batches in this accumulation group
+            last_micro = (i + 1) % k == 0 or i + 1 == n_batches
+            with self._grad_sync(last_micro):
+                with self.autocast:
+                    output = self.train_net(data)
+                    loss = self.criterion(output, target)
+                self.scaler.scale(loss / group if group > 1 else loss).backward()
             if last_micro:
                 self._optimizer_step()
 
@@ -118,33 +106,29 @@ class Trainer(BaseTrainer):
             if self.all_batch_metrics or (log_point and self.sample_metrics):
                 for met in self.metric_ftns:
                     self.train_metrics.update(metric_name(met), met(output.detach(), target), target.shape[0])
-            if log_point:  # the bar moves at log points only (tqdm costs ~1 us a call)
-                bar.update(i + 1 - bar.n)
-                self._log_progress(bar, epoch, i + 1, n_batches)
-        bar.close()
+            if log_point and self.is_main:
+                self._log_point(bar, epoch, i + 1, n_batches)
+        if bar is not None:
+            bar.close()
 
         log = self.train_metrics.result(reduce=True)
         if self.do_validation:
-            log.update({f"val_{k}": v for k, v in self._valid_epoch(epoch).items()})
+            log.update({f"val_{k}": v for k, v in self._valid_epoch().items()})
         if self.lr_scheduler is not None and not self.scheduler_per_step:
             if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.lr_scheduler.step(log.get(self.mnt_metric, log["loss"]))
+                watched = self.mnt_metric if self.mnt_metric in log else "val_loss" if "val_loss" in log else "loss"
+                self.lr_scheduler.step(log[watched])
             else:
                 self.lr_scheduler.step()
         log["lr"] = lr
         return log
 
     def _optimizer_step(self) -> None:
-        scaled = self.scaler.is_enabled()  # fp16 only: otherwise unscale_/step/update are no-ops
         if self.clip_grad_norm:
-            if scaled:
-                self.scaler.unscale_(self.optimizer)
+            self.scaler.unscale_(self.optimizer)  # a no-op unless fp16
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
-        if scaled:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.scaler.step(self.optimizer)  # optimizer.step() unless fp16 found inf/nan gradients
+        self.scaler.update()
         if self.lr_scheduler is not None and self.scheduler_per_step:
             self.lr_scheduler.step()
         self.global_step += 1
@@ -155,18 +139,32 @@ class Trainer(BaseTrainer):
             return contextlib.nullcontext()
         return self.train_net.no_sync()
 
-    def _log_progress(self, bar, epoch: int, done: int, total: int) -> None:
-        if not self.show_progress and not (self.is_main and self.logger.isEnabledFor(logging.DEBUG)):
-            return
-        loss = self.train_metrics.avg("loss")  # the one host sync of a log point
-        if self.show_progress:
+    def _progress_bar(self, epoch: int, total: int):
+        if not self.show_progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"epoch {epoch}/{self.epochs}", leave=False, dynamic_ncols=True,
+                    file=self.progress_file)
+
+    def _log_point(self, bar, epoch: int, done: int, total: int) -> None:
+        """The one host sync of a log point: the mean loss since the last one, for the step
+        curves (steps.jsonl and the loggers), the bar or a log line."""
+        loss_sum, count = self.train_metrics.total("loss")
+        last_sum, last_count = self._last_point
+        loss = (loss_sum - last_sum) / max(count - last_count, 1)
+        self._last_point = (loss_sum, count)
+        self._log_step({"step": self.global_step, "epoch": round(epoch - 1 + done / total, 4), "loss": loss,
+                        "lr": self.optimizer.param_groups[0]["lr"]})
+        if bar is not None:
+            bar.update(done - bar.n)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         else:
             self.logger.debug(f"epoch {epoch} [{done}/{total} ({100.0 * done / total:.0f}%)] loss {loss:.6f}")
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def _valid_epoch(self, epoch: int) -> dict:
+    def _valid_epoch(self) -> dict:
         self.net.eval()
         self.valid_metrics.reset()
         for data, target in self.valid_data_loader:
@@ -187,8 +185,7 @@ class Trainer(BaseTrainer):
         }
 
     def _load_extra_state(self, state: dict) -> None:
-        self.global_step = state.get("global_step", 0)
-        if state.get("data_state"):
-            self.stream.load_state_dict(state["data_state"])
+        self.global_step = state["global_step"]
+        self.stream.load_state_dict(state["data_state"])
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])

@@ -37,6 +37,10 @@ class MetricTracker:
         for met in metric_ftns:
             self.update(metric_name(met), met(output, target), n)
 
+    def total(self, key: str) -> tuple[float, int]:
+        """(sum, count) of one key, one host sync."""
+        return float(self._sums[key]), self._counts[key]
+
     def avg(self, key: str) -> float:
         """One mean, one host sync (for progress bars)."""
         return float(self._sums[key]) / max(self._counts[key], 1)

@@ -1,32 +1,13 @@
-"""Small helpers shared by the template: files, seeding, RNG state, devices."""
+"""Small helpers shared by the template: paths, seeding, RNG state, devices."""
 from __future__ import annotations
 
-import json
+import inspect
 import random
-from collections import OrderedDict
-from itertools import repeat
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-
-
-def read_json(fname: str | Path) -> OrderedDict:
-    with Path(fname).open("rt") as handle:
-        return json.load(handle, object_hook=OrderedDict)
-
-
-def write_json(content: Any, fname: str | Path) -> None:
-    with Path(fname).open("wt") as handle:
-        json.dump(content, handle, indent=4, sort_keys=False)
-        handle.write("\n")
-
-
-def inf_loop(data_loader: Iterable) -> Iterator:
-    """Endless iterator over a loader (kept from the classic template for user code)."""
-    for loader in repeat(data_loader):
-        yield from loader
 
 
 def seed_everything(seed: int) -> None:
@@ -66,9 +47,7 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
-    if isinstance(internal, torch.Tensor):  # checkpoints before the tensor form hold a list
-        internal = internal.tolist()
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate((version, tuple(internal.tolist()), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
@@ -119,3 +98,16 @@ def project_path(path: str | Path) -> Path:
 class TemplateError(RuntimeError):
     """A runtime failure that train.py/test.py explain in one line (exit 1), e.g. a
     missing optional package or a checkpoint that does not fit the model."""
+
+
+def accepted_kwargs(target: Any, **kwargs: Any) -> dict:
+    """The keyword arguments `target` takes (all of them if it has **kwargs): train.py's
+    run-time extras (seed, rank...) reach a data loader written for the classic template too."""
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return kwargs
+    names = {p.name for p in params}
+    return {k: v for k, v in kwargs.items() if k in names}

@@ -1,43 +1,49 @@
 """Helpers for the training template's tests: run project/train.py and test.py for real.
 
+Most runs call the template in this process (`train.cli(argv)`, project/ on sys.path, as
+train.py sees it); DDP (torchrun), SIGKILL and exit-status tests start real processes.
 Every run writes under the test's own tmp folder (`--set trainer.save_dir=...`), except
 the test that checks a relative save_dir lands in the repository's saved/.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "project"
 CONFIG = PROJECT / "config.json"
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+import torch  # noqa: E402
+import train as template_train  # noqa: E402
+from logger import close_logging  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("template_test_py", PROJECT / "test.py")
+template_test = importlib.util.module_from_spec(_spec)  # project/test.py, not the stdlib's `test`
+_spec.loader.exec_module(template_test)
 
 # quiet, fast runs unless a test asks otherwise
-FAST = ["--set", "trainer.tensorboard=false", "--set", "trainer.verbosity=1"]
+FAST = ["--set", "trainer.tensorboard=false"]
 
 
 @dataclass
 class Run:
-    proc: subprocess.CompletedProcess
+    returncode: int
+    stdout: str
+    stderr: str
     save_dir: Path
     name: str
     run_id: str | None
-
-    @property
-    def returncode(self) -> int:
-        return self.proc.returncode
-
-    @property
-    def stdout(self) -> str:
-        return self.proc.stdout
-
-    @property
-    def stderr(self) -> str:
-        return self.proc.stderr
+    argv: list = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -54,7 +60,54 @@ class Run:
     def metrics(self) -> list[dict]:
         return [json.loads(line) for line in (self.log_dir / "metrics.jsonl").read_text().splitlines()]
 
+    def checkpoint(self, epoch: int | str) -> dict:
+        name = epoch if isinstance(epoch, str) else f"checkpoint-epoch{epoch}.pth"
+        return load_checkpoint(self.run_dir / name)
 
+
+def train_argv(save_dir: Path, *args: str, run_id: str | None = "t", config: Path | None = CONFIG,
+               fast: bool = True) -> list[str]:
+    argv = ["-c", str(config)] if config is not None else []
+    argv += ["--set", f"trainer.save_dir={save_dir}", *(FAST if fast else [])]
+    if run_id is not None:
+        argv += ["--run-id", run_id]
+    return argv + list(args)
+
+
+def run_in_process(func, argv: list[str]) -> tuple[int, str, str]:
+    """func(argv) -> exit code, with this process's stdout/stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = func(argv)
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        finally:
+            close_logging()
+    return code, out.getvalue(), err.getvalue()
+
+
+def train(save_dir: Path, *args: str, run_id: str | None = "t", config: Path | None = CONFIG, fast: bool = True,
+          name: str = "Digits_MLP") -> Run:
+    argv = train_argv(save_dir, *args, run_id=run_id, config=config, fast=fast)
+    code, out, err = run_in_process(template_train.cli, argv)
+    return Run(code, out, err, save_dir, name, run_id, argv)
+
+
+def run_test_py(*args: str) -> tuple[int, str, str]:
+    return run_in_process(template_test.main, list(args))
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def tree_bytes(*folders: Path) -> dict:
+    """{path: bytes} of every file under the folders (to prove a run was left untouched)."""
+    return {p: p.read_bytes() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- real processes
 def env_for_runs() -> dict:
     env = dict(os.environ)
     env.pop("TEMPLATE_DEBUG", None)
@@ -62,45 +115,18 @@ def env_for_runs() -> dict:
     return env
 
 
-def python_cmd(script: str, *args: str) -> list[str]:
-    return [sys.executable, str(PROJECT / script), *args]
+def train_cmd(save_dir: Path, *args: str, **kwargs) -> list[str]:
+    return [sys.executable, str(PROJECT / "train.py"), *train_argv(save_dir, *args, **kwargs)]
 
 
-def train_cmd(save_dir: Path, *args: str, run_id: str | None = "t", config: Path | None = CONFIG,
-              fast: bool = True) -> list[str]:
-    cmd = python_cmd("train.py")
-    if config is not None:
-        cmd += ["-c", str(config)]
-    cmd += ["--set", f"trainer.save_dir={save_dir}"]
-    if fast:
-        cmd += FAST
-    if run_id is not None:
-        cmd += ["--run-id", run_id]
-    return cmd + list(args)
-
-
-def run_test_py(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(python_cmd("test.py", *args), cwd=cwd, env=env_for_runs(), capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def run_snippet(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run Python with project/ on sys.path, the way train.py sees it, in its own process
-    (the template's top-level names - model, utils, base - stay out of pytest's process)."""
-    prelude = f"import sys; sys.path.insert(0, {str(PROJECT)!r})\n"
-    return subprocess.run([sys.executable, "-c", prelude + code], cwd=REPO, env=env_for_runs(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def load_checkpoint(path: Path) -> dict:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def torchrun_cmd(nproc: int, save_dir: Path, *args: str, run_id: str | None = "t", config: Path | None = CONFIG,
-                 fast: bool = True) -> list[str]:
+def torchrun_cmd(nproc: int, save_dir: Path, *args: str, **kwargs) -> list[str]:
     """`torchrun --standalone --nproc_per_node=N project/train.py ...` (as `python -m
     torch.distributed.run`, the module the torchrun script runs, so PATH does not matter)."""
-    train = train_cmd(save_dir, *args, run_id=run_id, config=config, fast=fast)
+    train = train_cmd(save_dir, *args, **kwargs)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *train[1:]]
+
+
+def run_process(cmd: list[str], save_dir: Path, run_id: str | None, timeout: float = 300,
+                name: str = "Digits_MLP") -> Run:
+    proc = subprocess.run(cmd, cwd=REPO, env=env_for_runs(), capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr, save_dir, name, run_id, cmd)

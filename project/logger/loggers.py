@@ -1,0 +1,159 @@
+"""Where a run's numbers go besides metrics.jsonl: `trainer.loggers: [tensorboard, csv, wandb, mlflow]`.
+
+Each logger gets every epoch row (`log_epoch`) and the step-level loss and lr at log points
+(`log_step`). W&B and MLflow are optional extras (`pip install remotectl[wandb]`); their keys
+come from the environment or Colab Secrets (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN), never from
+a config, a log or a checkpoint. A resumed run continues the same W&B / MLflow run: its id
+is in the checkpoint (`logger_ids`).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+from utils.util import TemplateError
+
+from .visualization import TensorboardWriter
+
+KNOWN = ("tensorboard", "csv", "wandb", "mlflow")
+SECRETS = {"wandb": "WANDB_API_KEY", "mlflow": "MLFLOW_TRACKING_TOKEN"}
+
+
+def secret_into_environment(name: str) -> None:
+    """Colab Secrets -> the environment of this process, where the library reads it (never printed)."""
+    if os.environ.get(name):
+        return
+    try:
+        from google.colab import userdata  # only on Colab
+
+        value = userdata.get(name)
+    except Exception:  # not on Colab, no such secret, or access not granted
+        return
+    if value:
+        os.environ[name] = value
+
+
+class CsvLogger:
+    """metrics.csv (one row per epoch) and steps.csv (one row per log point)."""
+
+    def __init__(self, log_dir: Path, resumed: bool) -> None:
+        self.files = {kind: log_dir / f"{kind}.csv" for kind in ("metrics", "steps")}
+        if not resumed:
+            for path in self.files.values():
+                path.unlink(missing_ok=True)
+
+    def _append(self, kind: str, row: dict) -> None:
+        path = self.files[kind]
+        new = not path.exists()
+        fields = list(row) if new else next(csv.reader(path.open()))
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def log_epoch(self, row: dict, step: int) -> None:
+        self._append("metrics", row)
+
+    def log_step(self, row: dict, step: int) -> None:
+        self._append("steps", row)
+
+    def close(self) -> None:
+        pass
+
+
+class WandbLogger:
+    def __init__(self, config: dict, run_id: str, log_dir: Path, wandb_id: str | None, args: dict) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise TemplateError("trainer.loggers has wandb but it is not installed: pip install 'remotectl[wandb]' "
+                                "(or pip install wandb)") from None
+        secret_into_environment(SECRETS["wandb"])
+        self.wandb = wandb
+        self.run = wandb.init(project=args.get("project", config["name"]), entity=args.get("entity"),
+                              name=run_id, id=wandb_id, resume="allow",
+                              dir=str(log_dir), config=config, tags=args.get("tags"), reinit="finish_previous")
+        self.id = self.run.id
+
+    def log_epoch(self, row: dict, step: int) -> None:
+        self.run.log({("val/" + k[4:] if k.startswith("val_") else f"train/{k}"): v for k, v in row.items()},
+                     step=step)
+
+    def log_step(self, row: dict, step: int) -> None:
+        self.run.log({f"train_step/{k}": v for k, v in row.items() if k != "step"}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MlflowLogger:
+    def __init__(self, config: dict, run_id: str, log_dir: Path, mlflow_id: str | None, args: dict) -> None:
+        try:
+            import mlflow
+        except ImportError:
+            raise TemplateError("trainer.loggers has mlflow but it is not installed: pip install "
+                                "'remotectl[mlflow]' (or pip install mlflow-skinny)") from None
+        secret_into_environment(SECRETS["mlflow"])
+        self.mlflow = mlflow
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            mlflow.set_tracking_uri((log_dir / "mlruns").resolve().as_uri())
+        mlflow.set_experiment(args.get("experiment", config["name"]))
+        self.run = mlflow.start_run(run_id=mlflow_id, run_name=None if mlflow_id else run_id)
+        self.id = self.run.info.run_id
+        if not mlflow_id:
+            mlflow.log_params({k: str(v)[:500] for k, v in _flat(config).items()})
+
+    def log_epoch(self, row: dict, step: int) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+    def log_step(self, row: dict, step: int) -> None:
+        self.mlflow.log_metrics({f"step_{k}": float(v) for k, v in row.items() if k != "step"}, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+class Loggers:
+    """The configured loggers as one: rows go to each of them, in order."""
+
+    def __init__(self, names: list, config: dict, run_id: str, log_dir: Path, ids: dict, resume_epoch: int | None,
+                 resume_step: int | None, logger: logging.Logger) -> None:
+        self.items: dict = {}
+        for entry in names:
+            name, args = (entry, {}) if isinstance(entry, str) else (entry["type"], entry.get("args") or {})
+            if name == "tensorboard":
+                self.items[name] = TensorboardWriter(log_dir, logger, True, resume_epoch, resume_step)
+            elif name == "csv":
+                self.items[name] = CsvLogger(log_dir, resumed=resume_epoch is not None)
+            elif name == "wandb":
+                self.items[name] = WandbLogger(config, run_id, log_dir, ids.get(name), args)
+            elif name == "mlflow":
+                self.items[name] = MlflowLogger(config, run_id, log_dir, ids.get(name), args)
+
+    def ids(self) -> dict:
+        return {name: item.id for name, item in self.items.items() if getattr(item, "id", None)}
+
+    def log_epoch(self, row: dict, step: int) -> None:
+        for item in self.items.values():
+            item.log_epoch(row, step)
+
+    def log_step(self, row: dict, step: int) -> None:
+        for item in self.items.values():
+            item.log_step(row, step)
+
+    def close(self) -> None:
+        for item in self.items.values():
+            item.close()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
