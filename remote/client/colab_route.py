@@ -255,6 +255,40 @@ def proxy_command(colab: os.PathLike, session: str, identity: os.PathLike, gpu: 
     return " ".join(_posix_quote(arg).replace("%", "%%") for arg in argv)
 
 
+# -- one connection for everything on this computer --------------------------------------
+MAX_CONTROL_PATH = 86  # a socket path holds 104 bytes on macOS; ssh adds 17 while it sets one up
+
+
+def control_path(managed_dir: os.PathLike, name: str) -> Optional[Path]:
+    """Where the entry's shared connection lives, or None when that path is too long for a socket."""
+    path = Path(os.path.abspath(os.fspath(managed_dir))) / f"cm-{name}"
+    return path if len(path.as_posix().encode()) <= MAX_CONTROL_PATH else None
+
+
+def control_options(managed_dir: os.PathLike, name: str) -> tuple:
+    """`ControlMaster auto` for this host: Google allows one SSH connection per runtime, so VS Code,
+    terminals, scp and sftp on this computer share the first one (and no connection lingers after
+    the last one closes: `ControlPersist no`). Empty when the socket path would be too long."""
+    path = control_path(managed_dir, name)
+    if path is None:
+        return ()
+    value = path.as_posix().replace("%", "%%")  # ControlPath expands % tokens
+    if any(ch in value for ch in '"\r\n\0'):
+        return ()
+    quoted = f'"{value}"' if any(ch.isspace() for ch in value) else value
+    return (("ControlMaster", "auto"), ("ControlPath", quoted), ("ControlPersist", "no"))
+
+
+def mux_alive(config: os.PathLike, name: str, timeout: float = 10.0) -> bool:
+    """Whether a shared connection to `name` is open now (`ssh -O check`)."""
+    try:
+        out = subprocess.run(["ssh", "-F", os.fspath(config), "-O", "check", name], capture_output=True,
+                             stdin=subprocess.DEVNULL, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0
+
+
 # -- reading its failures ----------------------------------------------------------------
 def explain(stderr: str, returncode: Optional[int], session: str = "SESSION") -> ColabRouteError:
     """One line and the fix for what `colab ssh --proxy-mode` said before it gave up."""

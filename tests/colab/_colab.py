@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Sequence, Tuple
 
 from helpers.sshd import SshServer
 
@@ -21,7 +21,7 @@ def wait_for(predicate: Callable[[], bool], deadline_s: float = 30.0, what: str 
 
 
 def pinned_config(folder: Path, proxy_command: str, identity: Path, server: SshServer,
-                  alias: str = "h") -> Path:
+                  alias: str = "h", extra: Sequence[Tuple[str, str]] = ()) -> Path:
     """An `ssh -F` file around `proxy_command` with the runtime's host key pinned (strict)."""
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
@@ -41,7 +41,7 @@ def pinned_config(folder: Path, proxy_command: str, identity: Path, server: SshS
         "    BatchMode yes",
         "    ConnectTimeout 30",
         f"    ProxyCommand {proxy_command}",
-    ]) + "\n")
+    ] + [f"    {key} {value}" for key, value in extra]) + "\n")
     os.chmod(config, 0o600)
     return config
 

@@ -98,6 +98,17 @@ def runtime(tmp_path_factory, request) -> SshServer:
 
 
 @pytest.fixture
+def short_dir(request) -> Path:
+    """A private folder with a short path (a control socket's path must stay under ~100 bytes)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="c", dir=os.environ.get("PYTEST_DEBUG_TEMPROOT")))
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    return folder
+
+
+@pytest.fixture
 def runtime_factory(tmp_path_factory, request):
     def make() -> SshServer:
         server = SshServer(tmp_path_factory.mktemp("runtime"))
