@@ -70,7 +70,10 @@ class Ssh:
     timeout: float = 120.0
 
     def argv(self, command: str) -> List[str]:
-        return ["ssh", "-F", str(self.config), "-o", "BatchMode=yes", "-T", self.name, command]
+        # Ride a shared connection that is open (VS Code's), never hold one: a master waits for
+        # every client riding it, so a VS Code window opened meanwhile would keep this call open.
+        return ["ssh", "-F", str(self.config), "-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T",
+                self.name, command]
 
     def run(self, command: str, timeout: Optional[float] = None) -> subprocess.CompletedProcess:
         try:

@@ -239,7 +239,8 @@ def proxy_argv(colab: os.PathLike, session: str, identity: os.PathLike, gpu: Opt
 
 
 def _posix_quote(text: str) -> str:
-    """Single quotes always: nothing inside them is special to sh, bash, zsh or fish."""
+    """Single quotes always: nothing inside them is special to sh, bash or zsh (nor to fish, for
+    text without backslashes)."""
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
@@ -269,13 +270,15 @@ def control_options(managed_dir: os.PathLike, name: str) -> tuple:
     """`ControlMaster auto` for this host: Google allows one SSH connection per runtime, so VS Code,
     terminals, scp and sftp on this computer share the first one (and no connection lingers after
     the last one closes: `ControlPersist no`). Empty when the socket path would be too long."""
+    from remote.client.sshconfig import ssh_path
+
     path = control_path(managed_dir, name)
     if path is None:
         return ()
-    value = path.as_posix().replace("%", "%%")  # ControlPath expands % tokens
-    if any(ch in value for ch in '"\r\n\0'):
+    try:
+        quoted = ssh_path(path, percent=True)  # ControlPath expands % tokens
+    except RemotectlError:
         return ()
-    quoted = f'"{value}"' if any(ch.isspace() for ch in value) else value
     return (("ControlMaster", "auto"), ("ControlPath", quoted), ("ControlPersist", "no"))
 
 
@@ -290,31 +293,33 @@ def mux_alive(config: os.PathLike, name: str, timeout: float = 10.0) -> bool:
 
 
 # -- reading its failures ----------------------------------------------------------------
-def explain(stderr: str, returncode: Optional[int], session: str = "SESSION") -> ColabRouteError:
+def explain(stderr: str, returncode: Optional[int], session: Optional[str] = None) -> ColabRouteError:
     """One line and the fix for what `colab ssh --proxy-mode` said before it gave up."""
     text = stderr or ""
     low = text.lower()
+    of = f"Colab session {session}" if session else "the Colab session"
     last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
     if "no such command 'ssh'" in low:
         return ColabRouteError("the colab CLI has no `ssh` subcommand (PyPI's 0.6.0 lacks it)",
                                f"Install the GitHub version: {REINSTALL}", kind="too-old")
     if "http 429" in low or "already-active" in low:
         return ColabRouteError(
-            f"Colab session {session} is busy (HTTP 429): another SSH connection to that runtime is open",
+            f"{of} is busy (HTTP 429): another SSH connection to that runtime is open",
             "Google allows one at a time: close the other one (a VS Code window or an `ssh` to this host "
             "started elsewhere, or a `colab ssh`), then try again. On this computer, terminals and VS Code "
             "share one connection through the entry.", kind="busy")
     if "http 404" in low or "endpoint not found" in low:
         return ColabRouteError(
-            f"the runtime of Colab session {session} does not expose SSH (HTTP 404)",
+            f"the runtime of {of} does not expose SSH (HTTP 404)",
             "SSH is enabled when a runtime is created, and the session's access token also stops working "
             "about an hour after `colab new` (google-colab-cli#106). Start a fresh runtime: "
-            f"`colab stop -s {session}` (its files are lost), then connect again; the first connection "
-            "creates it.", kind="no-ssh")
+            f"`colab stop -s {session or 'SESSION'}` (its files are lost), then connect again; the first "
+            "connection creates it.", kind="no-ssh")
     if "http 401" in low or "runtime-proxy token" in low:
         return ColabRouteError(
-            f"Google refused the access token of Colab session {session} (HTTP 401): it has expired",
-            f"`colab stop -s {session}` (its files are lost), then connect again to create a fresh runtime.",
+            f"Google refused the access token of {of} (HTTP 401): it has expired",
+            f"`colab stop -s {session or 'SESSION'}` (its files are lost), then connect again to create a "
+            "fresh runtime.",
             kind="expired")
     if "unsupported key type" in low or "http 400" in low:
         return ColabRouteError("Colab's SSH endpoint refused the key (HTTP 400): it accepts only ssh-ed25519 "
@@ -322,9 +327,9 @@ def explain(stderr: str, returncode: Optional[int], session: str = "SESSION") ->
                                kind="bad-key")
     if any(word in low for word in ("not signed in", "not logged in", "sign in", "sign-in", "login",
                                     "authorization code", "oauth", "invalid_grant", "credentials")):
-        return ColabRouteError(f"Google's colab CLI is not signed in (it needs to be, to create Colab "
-                               f"session {session})", SIGN_IN_FIX[0].upper() + SIGN_IN_FIX[1:] + ".",
-                               kind="not-signed-in")
+        why = f" (it needs to be, to create Colab session {session})" if session else ""
+        return ColabRouteError(f"Google's colab CLI is not signed in{why}",
+                               SIGN_IN_FIX[0].upper() + SIGN_IN_FIX[1:] + ".", kind="not-signed-in")
     if "--identity" in low and "not found" in low:
         return ColabRouteError(f"colab cannot read the key: {last}", kind="bad-key")
     detail = f": {last[:200]}" if last else ""
@@ -359,7 +364,14 @@ class ProxySocket:
     colab printed on stderr is kept, so a refused connection becomes `failure()`'s one line.
     """
 
-    def __init__(self, argv: Sequence[str], session: str = "SESSION") -> None:
+    def __init__(self, argv: Sequence[str], session: Optional[str] = None) -> None:
+        import logging
+
+        # paramiko's transport thread logs a refused banner with a traceback through logging's
+        # last-resort handler (stderr); the one line failure() gives is what the user should see.
+        paramiko_log = logging.getLogger("paramiko")
+        if not paramiko_log.handlers:
+            paramiko_log.addHandler(logging.NullHandler())
         self.argv = list(argv)
         self.session = session
         self._stderr = tempfile.TemporaryFile()
@@ -429,7 +441,7 @@ class ProxySocket:
     _closed = closed
 
 
-def banner(argv: Sequence[str], timeout: float, session: str = "SESSION") -> str:
+def banner(argv: Sequence[str], timeout: float, session: Optional[str] = None) -> str:
     """The runtime's SSH banner through the route (a real, brief connection), or the reason
     in one line (ColabRouteError)."""
     sock = ProxySocket(argv, session)
@@ -461,11 +473,13 @@ def banner(argv: Sequence[str], timeout: float, session: str = "SESSION") -> str
 
 # -- doctor ------------------------------------------------------------------------------
 def doctor_findings(name: str, session: str, identity: os.PathLike, colab: Optional[os.PathLike] = None,
-                    gpu: Optional[str] = None, timeout: float = 20.0, system: Optional[str] = None) -> list:
+                    gpu: Optional[str] = None, timeout: float = 20.0, system: Optional[str] = None,
+                    shared: bool = False) -> list:
     """The Colab route's own findings for host `name`: one line each, with the fix.
 
     `colab` is the path the entry runs (None: find it as connect would). Only a session that
-    already exists gets the banner check: `-s NAME` would otherwise create a runtime.
+    already exists gets the banner check: `-s NAME` would otherwise create a runtime. With
+    `shared` (the entry's connection is open on this computer) it is not dialled again.
     """
     from remote.client.doctor import NOTE, OK, PROBLEM, Finding
 
@@ -493,6 +507,10 @@ def doctor_findings(name: str, session: str, identity: os.PathLike, colab: Optio
         found.append(Finding(what, NOTE, f"Colab session {session} is not running: the next `ssh {name}` "
                              f"creates it{' with a ' + gpu if gpu else ''} (a billable runtime)",
                              f"or start it yourself: colab new -s {session}" + (f" --gpu {gpu}" if gpu else "")))
+        return found
+    if shared:
+        found.append(Finding(what, OK, f"Colab session {session}: a shared connection is open on this "
+                             "computer (VS Code or a terminal); everything here rides it"))
         return found
     try:
         line = banner(proxy_argv(path, session, identity, gpu), timeout=max(timeout, 20.0), session=session)
