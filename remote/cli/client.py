@@ -177,9 +177,13 @@ def connect(card: Tuple[str, ...], colab_session: Optional[str], gpu: Optional[s
     error = None
     if not no_check:
         error = _check(lay, record.name, timeout, result, as_json, deep=deep, after_connect=True)
-    if error is None and colab is not None:
+    if colab is not None:
         result["colab"] = {"session": colab.session, "gpu": colab.gpu, "existed": colab.exists,
                            "cli": str(colab.cli.path), "cli_version": colab.cli.version, "project": None}
+        if no_check:
+            info(f"  No key pinned yet: `remotectl check {record.name}` learns it through Google's route "
+                 "(ssh refuses the host until then).", as_json)
+    if error is None and colab is not None:
         if colab.warning:  # said once the login worked; a failed one explains itself
             _warn(colab.warning)
         if not no_check:

@@ -317,3 +317,16 @@ def test_doctor_knows_the_route(world, google):
     google.sign_out()
     text = world.cli("doctor")
     assert text.returncode == 1 and "not signed in" in text.stdout and "fix: " in text.stdout
+
+
+def test_no_check_writes_without_a_key_and_check_learns_it(world, runtime):
+    done = world.connect("--no-check")
+    assert done.returncode == 0 and "No key pinned yet: `remotectl check box` learns it" in done.stdout
+    assert not (world.ssh_dir / "remotectl" / "known_hosts").exists()
+    refused = world.ssh("true")  # no blind trust: ssh refuses an unpinned host
+    assert refused.returncode == 255 and "Host key verification failed" in refused.stderr
+    learned = world.cli("check", "box", "--quick")
+    assert learned.returncode == 0 and "learned on the first login through Google's" in learned.stdout
+    assert world.pinned == f"remotectl.box {runtime.host_public_key}\n"
+    assert world.cli("disconnect", "box").returncode == 0
+    assert not (world.ssh_dir / "remotectl" / "known_hosts").exists()
