@@ -151,6 +151,12 @@ def test_what_vscode_needs_through_the_entry(world, google, tmp_path):
         assert sftp.returncode == 0 and (tmp_path / "down.txt").read_text() == "payload\n", sftp.stderr
         check = world.cli("check", "box", "--quick")  # rides the shared connection, no HTTP 429
         assert check.returncode == 0, check.stderr
+        (tmp_path / "pushed").mkdir()
+        (tmp_path / "pulled").mkdir()
+        pushed = world.cli("push", "box", str(src), str(tmp_path / "pushed"))
+        assert pushed.returncode == 0 and (tmp_path / "pushed" / "up.txt").read_text() == "payload\n", pushed.stderr
+        pulled = world.cli("pull", "box", str(tmp_path / "pushed" / "up.txt"), str(tmp_path / "pulled"))
+        assert pulled.returncode == 0 and (tmp_path / "pulled" / "up.txt").exists(), pulled.stderr
         bridges = [c for c in google.calls()[before:] if "--proxy-mode" in c]
         assert len(bridges) == 1  # everything since the forward opened rode one connection
     finally:
