@@ -23,6 +23,7 @@ from remote.client import colab_project, colab_route, manage, sshconfig
 from remote.client.layout import SshLayout
 from remote.client.registry import HostRecord
 from remote.client.target import Target
+from remote.client.untrusted import clean_line
 from remote.errors import RemotectlError
 
 TUNNEL = "colab"
@@ -150,7 +151,7 @@ def probe_over_mux(layout: SshLayout, record: HostRecord, pinned: str, deep: boo
     total = (time.perf_counter() - start) * 1000
     if out.returncode != 0:
         raise probe.Unreachable(f"the shared connection to {record.name} failed: "
-                                f"{colab_project.printable(out.stderr.strip())[-200:] or out.returncode}")
+                                f"{clean_line(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode)}")
     report = probe.parse_probe(out.stdout)
     ping = time.perf_counter()
     subprocess.run(ssh.argv("true"), capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)

@@ -21,16 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+from remote.client.untrusted import clean_line
 from remote.errors import BadInput, RemotectlError
 
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
              "node_modules", ".ipynb_checkpoints"}
 _URL_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://[^\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+)$")
-
-
-def printable(text: str) -> str:
-    """Remote text made safe for a terminal: control characters (ESC, OSC, BEL, CR) shown as `?`."""
-    return "".join(ch if ch in "\n\t" or (ch.isprintable() and ch != "\x7f") else "?" for ch in text)
 
 
 def check_repo_url(url: str) -> str:
@@ -84,9 +80,9 @@ class Ssh:
 
 
 def _failed(what: str, out: subprocess.CompletedProcess) -> RemotectlError:
-    said = printable((out.stderr or out.stdout or "").strip())
-    last = said.splitlines()[-1] if said else f"exit {out.returncode}"
-    return RemotectlError(f"{what} failed on the runtime: {last[:300]}")
+    said = (out.stderr or out.stdout or "").strip().splitlines()
+    last = clean_line(said[-1], limit=300) if said else f"exit {out.returncode}"
+    return RemotectlError(f"{what} failed on the runtime: {last}")
 
 
 @dataclass

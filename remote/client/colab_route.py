@@ -156,7 +156,7 @@ def find_colab(explicit: Optional[str] = None) -> Path:
     if named:
         found = Path(os.path.abspath(os.path.expanduser(named)))
         if not (found.is_file() and os.access(found, os.X_OK)):
-            source = "--colab-cli" if explicit else COLAB_VAR
+            source = "the colab path given" if explicit else COLAB_VAR
             raise BadInput(f"{source} names {found}, which is not an executable file")
         return found
     on_path = shutil.which("colab")
@@ -298,7 +298,10 @@ def explain(stderr: str, returncode: Optional[int], session: Optional[str] = Non
     text = stderr or ""
     low = text.lower()
     of = f"Colab session {session}" if session else "the Colab session"
-    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+    from remote.client.untrusted import clean_line
+
+    # colab's stderr can quote the server's reply: shown cleaned, as any remote text
+    last = clean_line(next((line.strip() for line in reversed(text.splitlines()) if line.strip()), ""), limit=200)
     if "no such command 'ssh'" in low:
         return ColabRouteError("the colab CLI has no `ssh` subcommand (PyPI's 0.6.0 lacks it)",
                                f"Install the GitHub version: {REINSTALL}", kind="too-old")
@@ -332,7 +335,7 @@ def explain(stderr: str, returncode: Optional[int], session: Optional[str] = Non
                                SIGN_IN_FIX[0].upper() + SIGN_IN_FIX[1:] + ".", kind="not-signed-in")
     if "--identity" in low and "not found" in low:
         return ColabRouteError(f"colab cannot read the key: {last}", kind="bad-key")
-    detail = f": {last[:200]}" if last else ""
+    detail = f": {last}" if last else ""
     code = "" if returncode is None else f" (exit {returncode})"
     return ColabRouteError(f"`colab ssh --proxy-mode` gave up{code}{detail}",
                            "Run `remotectl doctor` for the Colab route's checks.", kind="failed")

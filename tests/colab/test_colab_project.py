@@ -88,11 +88,18 @@ def test_bad_or_secret_bearing_urls_are_refused(url):
         colab_project.check_repo_url(url)
 
 
-def test_default_folders_and_remote_text_shown_safely():
+def test_default_folders():
     assert colab_project.default_folder("https://github.com/me/remotectl.git") == "/content/remotectl"
     assert colab_project.default_folder("git@github.com:me/proj") == "/content/proj"
     assert colab_project.default_folder("/home/me/my project/") == "/content/my_project"
-    assert colab_project.printable("ok\x1b]52;c;ZXZpbA==\x07\r") == "ok?]52;c;ZXZpbA==??"
+
+
+def test_remote_error_text_reaches_the_terminal_cleaned():
+    """A runtime answering with an OSC 52 clipboard sequence: the error line holds no ESC or BEL."""
+    said = subprocess.CompletedProcess([], 128, "", "warning: x\nfatal: \x1b]52;c;ZXZpbA==\x07 gone\r\n")
+    message = colab_project._failed("git clone", said).message
+    assert "\x1b" not in message and "\x07" not in message and "\r" not in message
+    assert message.startswith("git clone failed on the runtime: fatal: ") and "gone" in message
 
 
 def test_one_shared_connection_serves_every_client(link, google, login, runtime, tmp_path):
