@@ -198,7 +198,7 @@ def bring_project(layout: SshLayout, request: ColabRequest, record: HostRecord):
 def pin_findings(layout: SshLayout, record: HostRecord) -> list:
     """The pin, as doctor sees it for a Colab host: none yet is a note (the first login learns it)."""
     from remote import keys
-    from remote.client.doctor import NOTE, OK, Finding
+    from remote.findings import NOTE, OK, Finding
 
     pinned = manage.pinned_key(layout, record)
     what = f"host {record.name}"
@@ -213,7 +213,7 @@ def route_findings(layout: SshLayout, record: HostRecord, timeout: float) -> lis
     """The Colab route's own checks for this host (colab present and new enough, signed in,
     session running, and answering unless busy or without SSH). A shared connection already
     open on this computer (VS Code's) counts as answering: a second one would only get 429."""
-    from remote.client.doctor import PROBLEM, Finding
+    from remote.findings import PROBLEM, Finding
 
     try:
         argv = route_argv(record)

@@ -484,7 +484,7 @@ def doctor_findings(name: str, session: str, identity: os.PathLike, colab: Optio
     already exists gets the banner check: `-s NAME` would otherwise create a runtime. With
     `shared` (the entry's connection is open on this computer) it is not dialled again.
     """
-    from remote.client.doctor import NOTE, OK, PROBLEM, Finding
+    from remote.findings import NOTE, OK, PROBLEM, Finding
 
     what = f"host {name}"
     try:
