@@ -21,7 +21,7 @@ from helpers.sshkit import remotectl
 from remote import keys
 from remote.client import colab_route
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]  # whole journeys: seconds each
 
 
 class World:
