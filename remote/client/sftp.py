@@ -16,6 +16,7 @@ is not UTF-8 is seen, and refused, by the caller's name check rather than lost).
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Dict, Iterator, Optional, Tuple
 
@@ -160,6 +161,10 @@ class SftpClient:
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader, self._writer = reader, writer
+        self._readinto1 = getattr(reader, "readinto1", None)
+        # While a read or write blocks on the stream: when it began or last moved bytes (None
+        # otherwise), so the link's owner can tell a stalled server from a slow one.
+        self.waiting_since: Optional[float] = None
         self._next_id = 1
         self.extensions: Dict[str, bytes] = {}
         self.read_chunk = SAFE_CHUNK
@@ -167,21 +172,46 @@ class SftpClient:
 
     # -- wire -------------------------------------------------------------------------
     def _read_exact(self, n: int) -> bytes:
-        data = self._reader.read(n)
-        if data is None or len(data) < n:
-            raise EOFError("the SFTP stream closed")
-        return data
+        self.waiting_since = time.monotonic()
+        try:
+            if self._readinto1 is None:
+                data = self._reader.read(n)
+                if data is None or len(data) < n:
+                    raise EOFError("the SFTP stream closed")
+                return data
+            buf = bytearray(n)
+            view, got = memoryview(buf), 0
+            while got < n:  # one pipe read at a time, so progress is seen inside a large reply
+                k = self._readinto1(view[got:])
+                if not k:
+                    raise EOFError("the SFTP stream closed")
+                got += k
+                self.waiting_since = time.monotonic()
+            return buf
+        finally:
+            self.waiting_since = None
 
     def _send(self, kind: int, body: bytes, flush: bool = True, tail: bytes = b"") -> int:
         """One request; `tail` (a WRITE's data) is written after `body` without joining them."""
         rid = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
-        self._writer.write(struct.pack(">IBI", len(body) + len(tail) + 5, kind, rid) + body)
-        if tail:
-            self._writer.write(tail)
-        if flush:
-            self._writer.flush()
+        self.waiting_since = time.monotonic()
+        try:
+            self._writer.write(struct.pack(">IBI", len(body) + len(tail) + 5, kind, rid) + body)
+            if tail:
+                self._writer.write(tail)
+            if flush:
+                self.flush()
+        finally:
+            self.waiting_since = None
         return rid
+
+    def flush(self) -> None:
+        self.waiting_since = time.monotonic()
+        try:
+            self._writer.flush()
+        finally:
+            self.waiting_since = None
 
     def _recv(self) -> Tuple[int, int, _Reader]:
         length = struct.unpack(">I", self._read_exact(4))[0]
@@ -367,7 +397,7 @@ class SftpClient:
                     rid = self._send(READ, _pack_str(handle) + struct.pack(">QI", asked, length), flush=False)
                     pending[rid] = (asked, length)
                     asked += length
-                self._writer.flush()
+                self.flush()
                 while done in ready:
                     data = ready.pop(done)
                     sink(data)
@@ -417,7 +447,7 @@ class SftpClient:
                                  tail=data)
                 pending[rid] = len(data)
                 at += len(data)
-            self._writer.flush()
+            self.flush()
             if not pending:
                 return at
             kind, rid, reader = self._recv()
