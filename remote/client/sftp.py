@@ -40,6 +40,7 @@ SAFE_CHUNK = 32 * 1024  # every SFTP server handles this (the draft's minimum is
 MAX_CHUNK = 256 * 1024
 IN_FLIGHT_BYTES = 4 * 1024 * 1024  # twice ssh's 2 MB channel window: the link never waits on us
 MAX_NAMES_PER_REPLY = 100_000
+SLOW_LINK = 16 * 1024  # bytes a second: a reply or write moving this slowly still counts as alive
 MAX_EXTENSIONS = 256
 
 S_IFMT, S_IFDIR, S_IFREG, S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
@@ -161,10 +162,11 @@ class SftpClient:
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader, self._writer = reader, writer
-        self._readinto1 = getattr(reader, "readinto1", None)
-        # While a read or write blocks on the stream: when it began or last moved bytes (None
-        # otherwise), so the link's owner can tell a stalled server from a slow one.
+        # While a read or write blocks on the stream: when it began, plus a second for every
+        # SLOW_LINK bytes it moves (None otherwise), so the link's owner can tell a stalled
+        # server from a slow one without a per-chunk loop here.
         self.waiting_since: Optional[float] = None
+        self._unflushed = 0  # bytes handed to the writer since its last flush
         self._next_id = 1
         self.extensions: Dict[str, bytes] = {}
         self.read_chunk = SAFE_CHUNK
@@ -172,46 +174,39 @@ class SftpClient:
 
     # -- wire -------------------------------------------------------------------------
     def _read_exact(self, n: int) -> bytes:
-        self.waiting_since = time.monotonic()
+        self.waiting_since = time.monotonic() + n / SLOW_LINK
         try:
-            if self._readinto1 is None:
-                data = self._reader.read(n)
-                if data is None or len(data) < n:
-                    raise EOFError("the SFTP stream closed")
-                return data
-            buf = bytearray(n)
-            view, got = memoryview(buf), 0
-            while got < n:  # one pipe read at a time, so progress is seen inside a large reply
-                k = self._readinto1(view[got:])
-                if not k:
-                    raise EOFError("the SFTP stream closed")
-                got += k
-                self.waiting_since = time.monotonic()
-            return buf
+            data = self._reader.read(n)
         finally:
             self.waiting_since = None
+        if data is None or len(data) < n:
+            raise EOFError("the SFTP stream closed")
+        return data
 
     def _send(self, kind: int, body: bytes, flush: bool = True, tail: bytes = b"") -> int:
         """One request; `tail` (a WRITE's data) is written after `body` without joining them."""
         rid = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
-        self.waiting_since = time.monotonic()
+        size = len(body) + len(tail) + 9
+        self.waiting_since = time.monotonic() + size / SLOW_LINK
         try:
-            self._writer.write(struct.pack(">IBI", len(body) + len(tail) + 5, kind, rid) + body)
+            self._writer.write(struct.pack(">IBI", size - 4, kind, rid) + body)
             if tail:
                 self._writer.write(tail)
-            if flush:
-                self.flush()
         finally:
             self.waiting_since = None
+        self._unflushed += size
+        if flush:
+            self.flush()
         return rid
 
     def flush(self) -> None:
-        self.waiting_since = time.monotonic()
+        self.waiting_since = time.monotonic() + self._unflushed / SLOW_LINK
         try:
             self._writer.flush()
         finally:
             self.waiting_since = None
+        self._unflushed = 0
 
     def _recv(self) -> Tuple[int, int, _Reader]:
         length = struct.unpack(">I", self._read_exact(4))[0]
