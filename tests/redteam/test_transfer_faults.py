@@ -139,6 +139,7 @@ def test_names_remotectl_keeps_for_its_links_are_refused_not_overwritten(hostile
     assert sorted(os.listdir(root)) == ["model", "weights"] and os.readlink(root / "model") == "weights"
 
 
+@pytest.mark.slow
 def test_a_host_that_never_speaks_ssh_is_one_line_without_a_traceback(tmp_path, client_key):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
