@@ -2,14 +2,15 @@
 [tensorboard, csv, wandb, mlflow]`.
 
 Each logger gets every epoch row (`log_epoch`) and the step-level loss and lr at log points
-(`log_step`); files are flushed once an epoch, with its row. W&B and MLflow are optional extras (`pip install remotectl[wandb]`); their keys
-come from the environment or Colab Secrets (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN), never from
-a config, a log or a checkpoint. A resumed run continues the same W&B / MLflow run: its id
-is in the checkpoint (`logger_ids`).
+(`log_step`); files are flushed once an epoch, with its row. W&B and MLflow are optional extras
+(`pip install remotectl[wandb]`); their keys come from the environment or Colab Secrets
+(WANDB_API_KEY, MLFLOW_TRACKING_TOKEN), never from a config, a log or a checkpoint. A resumed
+run continues the same W&B / MLflow run: its id is in the checkpoint (`logger_ids`).
 """
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import os
@@ -19,21 +20,25 @@ from utils.util import TemplateError
 
 from .visualization import TensorboardWriter
 
-SECRETS = {"wandb": "WANDB_API_KEY", "mlflow": "MLFLOW_TRACKING_TOKEN"}
 
-
-def secret_into_environment(name: str) -> None:
-    """Colab Secrets -> the environment of this process, where the library reads it (never printed)."""
-    if os.environ.get(name):
-        return
+def optional_logger(name: str, package: str, secret: str):
+    """The logger's library, or one line on what to install; its key from Colab Secrets into this
+    process's environment (where the library reads it; never printed) unless already there."""
     try:
-        from google.colab import userdata  # only on Colab
+        module = importlib.import_module(name)
+    except ImportError:
+        raise TemplateError(f"trainer.loggers has {name} but it is not installed: pip install "
+                            f"'remotectl[{name}]' (or pip install {package})") from None
+    if not os.environ.get(secret):
+        try:
+            from google.colab import userdata  # only on Colab
 
-        value = userdata.get(name)
-    except Exception:  # not on Colab, no such secret, or access not granted
-        return
-    if value:
-        os.environ[name] = value
+            value = userdata.get(secret)
+        except Exception:  # not on Colab, no such secret, or access not granted
+            value = None
+        if value:
+            os.environ[secret] = value
+    return module
 
 
 class MetricsLog:
@@ -103,13 +108,7 @@ class CsvLogger:
 
 class WandbLogger:
     def __init__(self, config: dict, run_id: str, log_dir: Path, wandb_id: str | None, args: dict) -> None:
-        try:
-            import wandb
-        except ImportError:
-            raise TemplateError("trainer.loggers has wandb but it is not installed: pip install 'remotectl[wandb]' "
-                                "(or pip install wandb)") from None
-        secret_into_environment(SECRETS["wandb"])
-        self.wandb = wandb
+        wandb = optional_logger("wandb", "wandb", "WANDB_API_KEY")
         self.run = wandb.init(project=args.get("project", config["name"]), entity=args.get("entity"),
                               name=run_id, id=wandb_id, resume="allow",
                               dir=str(log_dir), config=config, tags=args.get("tags"), reinit="finish_previous")
@@ -128,13 +127,7 @@ class WandbLogger:
 
 class MlflowLogger:
     def __init__(self, config: dict, run_id: str, log_dir: Path, mlflow_id: str | None, args: dict) -> None:
-        try:
-            import mlflow
-        except ImportError:
-            raise TemplateError("trainer.loggers has mlflow but it is not installed: pip install "
-                                "'remotectl[mlflow]' (or pip install mlflow-skinny)") from None
-        secret_into_environment(SECRETS["mlflow"])
-        self.mlflow = mlflow
+        self.mlflow = mlflow = optional_logger("mlflow", "mlflow-skinny", "MLFLOW_TRACKING_TOKEN")
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             mlflow.set_tracking_uri((log_dir / "mlruns").resolve().as_uri())
         mlflow.set_experiment(args.get("experiment", config["name"]))

@@ -38,10 +38,6 @@ class NotOurCheckpoint(Exception):
         self.kind = kind
 
 
-def checkpoint_name(epoch: int) -> str:
-    return f"checkpoint-epoch{epoch}.pth"
-
-
 def temp_path(final: Path) -> Path:
     return final.with_name(f"{TEMP_PREFIX}{final.name}.{os.getpid()}")
 
@@ -201,7 +197,7 @@ class CheckpointWriter:
         self._check()
         buffer = io.BytesIO()
         torch.save(state, buffer, pickle_module=FAST_PICKLE)
-        final = self.folder / (checkpoint_name(epoch) if periodic else BEST_NAME)
+        final = self.folder / (f"checkpoint-epoch{epoch}.pth" if periodic else BEST_NAME)
         tmp = temp_path(final)
         with tmp.open("wb") as handle:  # into the page cache: fast; fsync is the slow part
             handle.write(buffer.getbuffer())
