@@ -71,7 +71,7 @@ def evaluate(checkpoint_path: str, device_name: str = "auto", split: str = "test
         "checkpoint": str(checkpoint_path),
         "epoch": state.get("epoch"),
         "split": split,
-        "samples": tracker.count,
+        "samples": tracker.counts["loss"],
         "device": str(device),
         **tracker.result(),
     }

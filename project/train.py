@@ -21,8 +21,7 @@ from data_loader.device_loader import device_resident
 from parse_config import ConfigError, ConfigParser
 from trainer import Trainer
 from utils import TemplateError, accepted_kwargs, dist, resolve_device, seed_everything
-from utils.checkpoint import NotOurCheckpoint
-from utils.init_from import init_from
+from utils.checkpoint import NotOurCheckpoint, init_from
 
 CustomArgs = collections.namedtuple("CustomArgs", "flags type target")
 OPTIONS = [

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""What our Trainer costs over a hand-written loop: same model, data, batch size, optimizer.
+"""What our Trainer costs over a hand-written loop: same model, data, split, batch size, optimizer.
 
-A (raw loop) and B (project/ Trainer with its progress bar, TensorBoard scalars, step-level loss
-and lr at the default log points, metrics.jsonl, steps.jsonl, info.log and a checkpoint every epoch,
-all on) run interleaved A B A B in one process, several repeats; prints per-step times and the ratio
-Trainer/raw (targets: <= 1.03 on the MNIST-sized set, <= 1.10 on the digits, whose 20 ms epochs make
-the per-epoch work weigh most). The ratio of the main thread's CPU time is printed too: on a machine
-other processes load, it shows the work we add, where the wall-clock ratio also shows who got the CPU.
+A (raw loop: each epoch trains, then validates with the same metrics: loss, accuracy, top-3, summed on
+the device and read once an epoch, as a careful user writes it) and B (project/ Trainer with its default
+features on: TensorBoard scalars, step-level loss and lr at the default log points, metrics.jsonl,
+steps.jsonl, info.log, the monitor and model_best, a checkpoint every epoch, and the progress output it
+has without a terminal: one line per epoch) run interleaved A B A B in one process, several repeats;
+prints per-step times and the ratio Trainer/raw (targets: <= 1.03 on the MNIST-sized set, <= 1.10 on
+the digits, whose 20 ms epochs make the per-epoch work weigh most). The ratio of the main thread's CPU
+time is printed too: on a machine other processes load, it shows the work we add, where the wall-clock
+ratio also shows who got the CPU. `--progress` puts the tqdm bar back (into /dev/null) to price it.
 
-    python scripts/bench_overhead.py                       # CPU, digits and an MNIST-sized set
+    python scripts/bench_overhead.py --threads 1          # CPU, digits and an MNIST-sized set
     python scripts/bench_overhead.py --device cuda --amp bf16 --data synthetic
 """
 from __future__ import annotations
@@ -41,25 +44,24 @@ STARTUP: list = []  # seconds from train() to the first epoch, per Trainer run
 AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 SETUPS = {
-    # name: (batch size, epochs per timed run, model args)
-    "digits": (64, 20, {"hidden": 128}),
-    "synthetic": (128, 1, {"hidden": 256, "in_features": 784}),
+    # name: (batch size, epochs per timed run, validation split, model args), as in the shipped configs
+    "digits": (64, 20, 0.15, {"hidden": 128}),
+    "synthetic": (128, 1, 0.1, {"hidden": 256, "in_features": 784}),
 }
 
 
-def make_loader(data: str, batch_size: int, device_loader: bool, device: torch.device):
+def make_loaders(data: str, batch_size: int, split: float, device_loader: bool, device: torch.device):
     if data == "digits":
-        loader = DigitsDataLoader(batch_size=batch_size, validation_split=0.0, seed=0,
+        loader = DigitsDataLoader(batch_size=batch_size, validation_split=split, seed=0,
                                   pin_memory=device.type == "cuda")
     else:  # MNIST-sized: 60,000 x 1x28x28 (random pixels: the cost is what matters here)
         gen = torch.Generator().manual_seed(0)
         images = torch.randn(60_000, 1, 28, 28, generator=gen)
         labels = torch.randint(0, 10, (60_000,), generator=gen)
-        loader = BaseDataLoader(TensorDataset(images, labels), batch_size, True, 0.0, 0, seed=0,
+        loader = BaseDataLoader(TensorDataset(images, labels), batch_size, True, split, 0, seed=0,
                                 pin_memory=device.type == "cuda")
-    if device_loader:
-        loader, _ = device_resident(loader, None, device)
-    return loader
+    valid = loader.split_validation()
+    return device_resident(loader, valid, device) if device_loader else (loader, valid)
 
 
 def sync(device: torch.device) -> None:
@@ -67,22 +69,38 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def raw_loop(model, loader, epochs, device, amp) -> tuple[float, int]:
-    """The minimal loop a user would write by hand."""
+def raw_loop(model, loader, valid, epochs, device, amp) -> tuple[float, int, float]:
+    """The loop a careful user writes by hand: train, validate, read the epoch's numbers once."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps = 0
+    autocast = {"device_type": device.type, "dtype": AMP[amp], "enabled": amp != "off"}
+    steps, history = 0, []
     sync(device)
     started, cpu = time.perf_counter(), time.thread_time()
     for _ in range(epochs):
+        model.train()
+        train_sum, seen = torch.zeros((), device=device), 0
         for data, target in loader:
             data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=AMP[amp], enabled=amp != "off"):
-                output = model(data)
-                loss = F.nll_loss(output, target)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)  # first, as in PyTorch's own examples (and the Trainer)
+            with torch.autocast(**autocast):
+                loss = F.nll_loss(model(data), target)
             loss.backward()
             optimizer.step()
+            train_sum.add_(loss.detach(), alpha=target.shape[0])
+            seen += target.shape[0]
             steps += 1
+        model.eval()
+        sums, count = torch.zeros(3, device=device), 0
+        with torch.no_grad():
+            for data, target in valid:
+                data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
+                with torch.autocast(**autocast):
+                    output = model(data)
+                    batch = torch.stack([F.nll_loss(output, target), accuracy(output, target),
+                                         top_k_acc(output, target)])
+                sums += batch * target.shape[0]
+                count += target.shape[0]
+        history.append([train_sum.item() / seen, *(sums / count).tolist()])  # what a user prints
     sync(device)
     return time.perf_counter() - started, steps, time.thread_time() - cpu
 
@@ -106,15 +124,15 @@ class TimedTrainer(Trainer):
         return super()._finish(last_log, stopped_early)
 
 
-def trainer_run(model, loader, epochs, device, amp, save_dir, run_id, data) -> tuple[float, int]:
+def trainer_run(model, loader, valid, epochs, device, args, save_dir, run_id, data) -> tuple[float, int, float]:
     config = {
         "name": f"bench_{data}", "seed": 0,
         "arch": {"type": "DigitsModel", "args": {}},
         "data_loader": {"type": "DigitsDataLoader", "args": {}},
         "optimizer": {"type": "Adam", "args": {"lr": 1e-3}},
         "loss": "nll_loss", "metrics": ["accuracy", "top_k_acc"], "lr_scheduler": None,
-        "trainer": {"epochs": epochs, "save_dir": str(save_dir), "save_period": 1, "keep_last": 2,
-                    "verbosity": 2, "monitor": "off", "tensorboard": True, "progress": True, "amp": amp},
+        "trainer": {"epochs": epochs, "save_dir": str(save_dir), "save_period": 1, "keep_last": 3,
+                    "monitor": "max val_accuracy", "tensorboard": True, "progress": args.progress, "amp": args.amp},
     }
     parser = ConfigParser(config, run_id=run_id)
     for handler in logging.getLogger().handlers:  # keep the console quiet; info.log still written
@@ -122,7 +140,7 @@ def trainer_run(model, loader, epochs, device, amp, save_dir, run_id, data) -> t
             handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with open(os.devnull, "w") as bar_sink:
-        trainer = TimedTrainer(model, nll_loss, [accuracy, top_k_acc], optimizer, parser, device, loader)
+        trainer = TimedTrainer(model, nll_loss, [accuracy, top_k_acc], optimizer, parser, device, loader, valid)
         trainer.progress_file = bar_sink
         sync(device)
         started = time.perf_counter()
@@ -132,7 +150,7 @@ def trainer_run(model, loader, epochs, device, amp, save_dir, run_id, data) -> t
 
 
 def bench(data: str, args, device: torch.device, save_dir: Path) -> float:
-    batch_size, epochs, model_args = SETUPS[data]
+    batch_size, epochs, split, model_args = SETUPS[data]
     epochs = args.epochs or epochs
 
     def fresh_model():
@@ -140,16 +158,17 @@ def bench(data: str, args, device: torch.device, save_dir: Path) -> float:
         return DigitsModel(**model_args).to(device)
 
     def run(kind: str, tag: str, n_epochs: int):
-        loader = make_loader(data, batch_size, args.device_loader, device)
+        loader, valid = make_loaders(data, batch_size, split, args.device_loader, device)
         if kind == "raw":
-            return raw_loop(fresh_model(), loader, n_epochs, device, args.amp)
-        return trainer_run(fresh_model(), loader, n_epochs, device, args.amp, save_dir, tag, data)
+            return raw_loop(fresh_model(), loader, valid, n_epochs, device, args.amp)
+        return trainer_run(fresh_model(), loader, valid, n_epochs, device, args, save_dir, tag, data)
 
     run("raw", "warm", 1)  # warm-up: first calls, allocator, file system
     run("trainer", f"{data}-warm", 1)
     raw_times, trainer_times, raw_cpu, trainer_cpu = [], [], [], []
-    print(f"\n{data}: batch {batch_size}, {epochs} epoch(s) per run, device {device}, amp {args.amp}, "
-          f"loader {'device-resident' if args.device_loader else 'DataLoader'}")
+    print(f"\n{data}: batch {batch_size}, {epochs} epoch(s) per run, validation {split}, device {device}, "
+          f"amp {args.amp}, loader {'device-resident' if args.device_loader else 'DataLoader'}, "
+          f"progress bar {'on' if args.progress else 'off (no terminal)'}")
     for rep in range(args.repeats):
         raw_s, raw_steps, raw_c = run("raw", "", epochs)
         tr_s, tr_steps, tr_c = run("trainer", f"{data}-{rep}", epochs)
@@ -159,17 +178,27 @@ def bench(data: str, args, device: torch.device, save_dir: Path) -> float:
         raw_times.append(raw_s / raw_steps)
         trainer_times.append(tr_s / tr_steps)
         print(f"  repeat {rep + 1}: raw {raw_times[-1] * 1e3:8.4f} ms/step   trainer {trainer_times[-1] * 1e3:8.4f} "
-              f"ms/step   ratio {trainer_times[-1] / raw_times[-1]:.3f}   ({raw_steps} steps)")
+              f"ms/step   ratio {trainer_times[-1] / raw_times[-1]:.3f}   CPU ratio {tr_c / raw_c:.3f}   "
+              f"({raw_steps} steps)")
     ratio = statistics.median(trainer_times) / statistics.median(raw_times)
-    pairs = statistics.median(t / r for t, r in zip(trainer_times, raw_times))
+    pairs = sorted(t / r for t, r in zip(trainer_times, raw_times))
+    cpu_pairs = sorted(t / r for t, r in zip(trainer_cpu, raw_cpu))
     print(f"  median: raw {statistics.median(raw_times) * 1e3:.4f} ms/step, trainer "
           f"{statistics.median(trainer_times) * 1e3:.4f} ms/step, ratio Trainer/raw = {ratio:.3f} "
-          f"(median of pairs {pairs:.3f}, min-based {min(trainer_times) / min(raw_times):.3f}); "
-          f"main-thread CPU time ratio {statistics.median(trainer_cpu) / statistics.median(raw_cpu):.3f}")
+          f"(pairs: median {statistics.median(pairs):.3f}, range {pairs[0]:.3f}-{pairs[-1]:.3f}; "
+          f"min-based {min(trainer_times) / min(raw_times):.3f})")
+    print(f"  main-thread CPU time ratio {statistics.median(trainer_cpu) / statistics.median(raw_cpu):.3f} "
+          f"(pairs: median {statistics.median(cpu_pairs):.3f}, range {cpu_pairs[0]:.3f}-{cpu_pairs[-1]:.3f}; "
+          f"min-based {min(trainer_cpu) / min(raw_cpu):.3f})")
     print(f"  one-off start of a Trainer run (folders, config.json, loggers): {statistics.median(STARTUP) * 1e3:.1f} ms "
           "(not counted above)")
     STARTUP.clear()
     return ratio
+
+
+def load_average() -> str:
+    """Other processes on this machine compete for its cores (1, 5, 15 minute averages)."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else ""
 
 
 def main() -> int:
@@ -177,20 +206,22 @@ def main() -> int:
     parser.add_argument("--data", choices=("digits", "synthetic", "both"), default="both")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--amp", choices=tuple(AMP), default="off")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=None, help="epochs per timed run (default per data set)")
     parser.add_argument("--device-loader", action="store_true",
                         help="feed both loops from the device-resident loader (data_loader/device_loader.py)")
+    parser.add_argument("--progress", action="store_true", help="the Trainer with its tqdm bar (into /dev/null)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {name}")
+    print(f"torch {torch.__version__}, {name}, {load_average()}")
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         for data in (("digits", "synthetic") if args.data == "both" else (args.data,)):
             bench(data, args, device, Path(tmp))
+    print(f"at the end: {load_average()}")
     return 0
 
 

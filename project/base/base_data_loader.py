@@ -1,13 +1,29 @@
 """BaseDataLoader: a DataLoader with a seeded train/validation split and a resumable order."""
 from __future__ import annotations
 
+import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.dataloader import default_collate
 
 from utils.util import seed_worker
 
 from .data_order import ResumableSampler, ShardSampler
-from .split import split_indices
+
+
+def split_indices(n: int, part: float | int, seed: int) -> tuple[list[int], list[int]]:
+    """(rest, part) index lists, seeded without touching the global RNGs (so a split cannot
+    shift a run): `part` is a fraction in [0, 1) or a sample count."""
+    if isinstance(part, bool) or not isinstance(part, (int, float)):
+        raise ValueError(f"validation_split must be a fraction or a count, got {part!r}")
+    if part == 0:
+        return list(range(n)), []
+    if not isinstance(part, int) and not 0 < part < 1:
+        raise ValueError(f"validation_split must be in [0, 1) or a whole count, got {part!r}")
+    size = part if isinstance(part, int) else int(round(n * part))
+    if not 0 < size < n:
+        raise ValueError(f"validation_split={part!r} leaves no samples for training (dataset has {n})")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[size:]), sorted(order[:size])
 
 
 class BaseDataLoader(DataLoader):

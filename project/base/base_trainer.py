@@ -46,6 +46,7 @@ class BaseTrainer:
         self.early_stop = cfg["early_stop"] or math.inf
         self.not_improved_count = 0
         self.start_epoch = 1
+        self.global_step = 0  # optimizer steps (the subclass counts them)
         self.best_epoch: int | None = None
         self.best_log: dict | None = None
         self.resumed_log: dict | None = None
@@ -66,37 +67,35 @@ class BaseTrainer:
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict:
         """Run epochs start_epoch..epochs (or until early stop); returns the run summary."""
-        resume_epoch = self._resume_checkpoint(self.config.resume) if self.config.resume is not None else None
+        resumed = self._resume_checkpoint(self.config.resume) if self.config.resume is not None else None
         self.config.open_run()  # every check has passed: now the run folder may be written
-        self.checkpoint_dir, self.log_dir = Path(self.config.save_dir), Path(self.config.log_dir)
-        self.checkpoints = ckpt.CheckpointWriter(self.checkpoint_dir, self.config["trainer"]["keep_last"])
+        self.checkpoint_dir, self.log_dir = self.config.save_dir, self.config.log_dir
         if self.is_main:
-            ckpt.remove_stale_temps(self.checkpoint_dir)
-            resume_step = getattr(self, "global_step", 0) if resume_epoch is not None else None
-            self.metrics_log = MetricsLog(self.log_dir / "metrics.jsonl", resume_epoch)
-            self.steps_log = MetricsLog(self.log_dir / "steps.jsonl", resume_step, key="step", flush_each=False)
+            self.checkpoints = ckpt.CheckpointWriter(self.checkpoint_dir, self.config["trainer"]["keep_last"])
+            resume_step = self.global_step if resumed is not None else None
+            self.metrics_log = MetricsLog(self.log_dir / "metrics.jsonl", resumed)
+            self.steps_log = MetricsLog(self.log_dir / "steps.jsonl", resume_step, key="step")
             self.loggers = Loggers(self.config["trainer"]["loggers"], self._plain_config, self.config.run_id,
-                                   self.log_dir, self.logger_ids, resume_epoch, resume_step, self.logger)
+                                   self.log_dir, self.logger_ids, resumed, resume_step, self.logger)
             self.logger_ids = self.loggers.ids()
         last_log: dict = dict(self.resumed_log or {})
         stopped_early = self.not_improved_count >= self.early_stop
-        epochs = range(self.start_epoch, self.epochs + 1)
         if stopped_early:  # a resumed run that had already stopped early
             self.logger.info(f"this run stopped early at epoch {self.start_epoch - 1}: nothing to continue")
-            epochs = range(0)
         elif self.start_epoch > self.epochs:
             self.logger.info(f"nothing left to train: the checkpoint is at epoch {self.start_epoch - 1} and "
                              f"trainer.epochs is {self.epochs} (raise it with --epochs N to train longer)")
-        for epoch in epochs:
+        for epoch in range(self.start_epoch, self.epochs + 1) if not stopped_early else ():
             started = time.perf_counter()
             log = {"epoch": epoch, **self._train_epoch(epoch)}
             improved = self._update_monitor(log)
             log["time"] = round(time.perf_counter() - started, 4)
-            self._log_epoch(log, improved)
             stopped_early = self.not_improved_count >= self.early_stop
-            periodic = epoch % self.save_period == 0 or epoch == self.epochs or stopped_early
-            if (periodic or improved) and self.is_main:
-                self._save_checkpoint(epoch, log, periodic=periodic, save_best=improved)
+            if self.is_main:
+                self._log_epoch(log, improved)
+                periodic = epoch % self.save_period == 0 or epoch == self.epochs or stopped_early
+                if periodic or improved:
+                    self._save_checkpoint(epoch, log, periodic=periodic, save_best=improved)
             last_log = log
             if stopped_early:
                 self.logger.info(f"validation performance didn't improve for {self.early_stop} epochs: stopping")
@@ -121,14 +120,14 @@ class BaseTrainer:
         return improved
 
     def _log_epoch(self, log: dict, improved: bool) -> None:
-        if not self.is_main:
-            return
+        """The epoch's line, its metrics.jsonl row, the loggers; the files are flushed here, once an epoch."""
         parts = [f"epoch {log['epoch']}/{self.epochs}", *(f"{k} {v:.6g}" for k, v in log.items()
                                                           if k not in ("epoch", "time"))]
         self.logger.info("  ".join(parts) + f"  ({log['time']:.2f}s)" + ("  *best" if improved else ""))
         self.metrics_log.append(log)
+        self.metrics_log.flush()
         self.steps_log.flush()
-        self.loggers.log_epoch(log, getattr(self, "global_step", log["epoch"]))
+        self.loggers.log_epoch(log, self.global_step)
 
     def _log_step(self, row: dict) -> None:
         """Step-level loss and lr (rank 0), at log points only."""
@@ -151,7 +150,7 @@ class BaseTrainer:
             "metrics": {k: float(v) for k, v in log.items() if k != "epoch"},
             "config": self._plain_config,
             "rng": rng_state(),
-            "torch_version": str(torch.__version__),
+            "torch_version": str(torch.__version__),  # a str subclass: weights_only refuses it
             "logger_ids": self.logger_ids,
             **self._extra_state(),
         }
@@ -167,7 +166,7 @@ class BaseTrainer:
     def _resume_checkpoint(self, path: Path) -> int:
         """Load everything a checkpoint holds. A config change that the restored state would
         override is applied to it (optimizer and scheduler settings) or refused (the seed)."""
-        state = ckpt.load(path, map_location="cpu")
+        state = ckpt.load(path)
         saved = state["config"]
         if saved.get("seed") != self.config["seed"]:
             raise ConfigError("seed", f"is {self.config['seed']} but the run was started with {saved.get('seed')}: "

@@ -1,14 +1,17 @@
-"""Where a run's numbers go besides metrics.jsonl: `trainer.loggers: [tensorboard, csv, wandb, mlflow]`.
+"""Where a run's numbers go: metrics.jsonl and steps.jsonl always, and `trainer.loggers:
+[tensorboard, csv, wandb, mlflow]`.
 
 Each logger gets every epoch row (`log_epoch`) and the step-level loss and lr at log points
-(`log_step`). W&B and MLflow are optional extras (`pip install remotectl[wandb]`); their keys
-come from the environment or Colab Secrets (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN), never from
-a config, a log or a checkpoint. A resumed run continues the same W&B / MLflow run: its id
-is in the checkpoint (`logger_ids`).
+(`log_step`); files are flushed once an epoch, with its row. W&B and MLflow are optional extras
+(`pip install remotectl[wandb]`); their keys come from the environment or Colab Secrets
+(WANDB_API_KEY, MLFLOW_TRACKING_TOKEN), never from a config, a log or a checkpoint. A resumed
+run continues the same W&B / MLflow run: its id is in the checkpoint (`logger_ids`).
 """
 from __future__ import annotations
 
 import csv
+import importlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -17,62 +20,95 @@ from utils.util import TemplateError
 
 from .visualization import TensorboardWriter
 
-KNOWN = ("tensorboard", "csv", "wandb", "mlflow")
-SECRETS = {"wandb": "WANDB_API_KEY", "mlflow": "MLFLOW_TRACKING_TOKEN"}
 
-
-def secret_into_environment(name: str) -> None:
-    """Colab Secrets -> the environment of this process, where the library reads it (never printed)."""
-    if os.environ.get(name):
-        return
+def optional_logger(name: str, package: str, secret: str):
+    """The logger's library, or one line on what to install; its key from Colab Secrets into this
+    process's environment (where the library reads it; never printed) unless already there."""
     try:
-        from google.colab import userdata  # only on Colab
+        module = importlib.import_module(name)
+    except ImportError:
+        raise TemplateError(f"trainer.loggers has {name} but it is not installed: pip install "
+                            f"'remotectl[{name}]' (or pip install {package})") from None
+    if not os.environ.get(secret):
+        try:
+            from google.colab import userdata  # only on Colab
 
-        value = userdata.get(name)
-    except Exception:  # not on Colab, no such secret, or access not granted
-        return
-    if value:
-        os.environ[name] = value
+            value = userdata.get(secret)
+        except Exception:  # not on Colab, no such secret, or access not granted
+            value = None
+        if value:
+            os.environ[secret] = value
+    return module
+
+
+class MetricsLog:
+    """Append-only JSON lines (metrics.jsonl: one per epoch; steps.jsonl: one per log point). On
+    resume, rows past the resumed epoch or step (written by a run killed before it could checkpoint
+    them) are dropped so each appears once; a fresh run starts an empty file."""
+
+    def __init__(self, path: Path, resume_at: int | None = None, key: str = "epoch") -> None:
+        self.path = path
+        kept = [row for row in self.rows() if row.get(key, 0) <= resume_at] if resume_at is not None else []
+        tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        os.replace(tmp, path)
+        self._handle = path.open("a")
+
+    def append(self, row: dict) -> None:
+        self._handle.write(json.dumps(row) + "\n")
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for line in self.path.read_text().splitlines() if self.path.exists() else ():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line after a kill
+                continue
+        return rows
 
 
 class CsvLogger:
     """metrics.csv (one row per epoch) and steps.csv (one row per log point)."""
 
     def __init__(self, log_dir: Path, resumed: bool) -> None:
-        self.files = {kind: log_dir / f"{kind}.csv" for kind in ("metrics", "steps")}
+        self.log_dir, self.files = log_dir, {}
         if not resumed:
-            for path in self.files.values():
-                path.unlink(missing_ok=True)
+            for kind in ("metrics", "steps"):
+                (log_dir / f"{kind}.csv").unlink(missing_ok=True)
 
     def _append(self, kind: str, row: dict) -> None:
-        path = self.files[kind]
-        new = not path.exists()
-        fields = list(row) if new else next(csv.reader(path.open()))
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-            if new:
+        if kind not in self.files:  # the columns are the first row's, or those of the file resumed
+            path = self.log_dir / f"{kind}.csv"
+            fields = next(csv.reader(path.open()), None) if path.exists() else None
+            handle = path.open("a", newline="")
+            writer = csv.DictWriter(handle, fieldnames=fields or list(row), extrasaction="ignore")
+            if not fields:
                 writer.writeheader()
-            writer.writerow(row)
+            self.files[kind] = (handle, writer)
+        self.files[kind][1].writerow(row)
 
     def log_epoch(self, row: dict, step: int) -> None:
         self._append("metrics", row)
+        for handle, _ in self.files.values():
+            handle.flush()
 
     def log_step(self, row: dict, step: int) -> None:
         self._append("steps", row)
 
     def close(self) -> None:
-        pass
+        for handle, _ in self.files.values():
+            handle.close()
 
 
 class WandbLogger:
     def __init__(self, config: dict, run_id: str, log_dir: Path, wandb_id: str | None, args: dict) -> None:
-        try:
-            import wandb
-        except ImportError:
-            raise TemplateError("trainer.loggers has wandb but it is not installed: pip install 'remotectl[wandb]' "
-                                "(or pip install wandb)") from None
-        secret_into_environment(SECRETS["wandb"])
-        self.wandb = wandb
+        wandb = optional_logger("wandb", "wandb", "WANDB_API_KEY")
         self.run = wandb.init(project=args.get("project", config["name"]), entity=args.get("entity"),
                               name=run_id, id=wandb_id, resume="allow",
                               dir=str(log_dir), config=config, tags=args.get("tags"), reinit="finish_previous")
@@ -91,13 +127,7 @@ class WandbLogger:
 
 class MlflowLogger:
     def __init__(self, config: dict, run_id: str, log_dir: Path, mlflow_id: str | None, args: dict) -> None:
-        try:
-            import mlflow
-        except ImportError:
-            raise TemplateError("trainer.loggers has mlflow but it is not installed: pip install "
-                                "'remotectl[mlflow]' (or pip install mlflow-skinny)") from None
-        secret_into_environment(SECRETS["mlflow"])
-        self.mlflow = mlflow
+        self.mlflow = mlflow = optional_logger("mlflow", "mlflow-skinny", "MLFLOW_TRACKING_TOKEN")
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             mlflow.set_tracking_uri((log_dir / "mlruns").resolve().as_uri())
         mlflow.set_experiment(args.get("experiment", config["name"]))
@@ -125,7 +155,11 @@ class Loggers:
         for entry in names:
             name, args = (entry, {}) if isinstance(entry, str) else (entry["type"], entry.get("args") or {})
             if name == "tensorboard":
-                self.items[name] = TensorboardWriter(log_dir, logger, True, resume_epoch, resume_step)
+                try:
+                    self.items[name] = TensorboardWriter(log_dir, resume_epoch, resume_step)
+                except ImportError:
+                    logger.warning("tensorboard is enabled in the config but not installed: "
+                                   "pip install tensorboard (or drop it from trainer.loggers)")
             elif name == "csv":
                 self.items[name] = CsvLogger(log_dir, resumed=resume_epoch is not None)
             elif name == "wandb":

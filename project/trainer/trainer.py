@@ -4,14 +4,15 @@ Read `_train_epoch` top to bottom: fetch a batch, forward under autocast, scale 
 the accumulation group, backward (without the DDP all-reduce on all but the last
 micro-batch of a group), then clip, step, update the scaler and the scheduler. Without AMP
 the autocast and the GradScaler are disabled and cost nothing measurable (see
-scripts/bench_overhead.py). Metrics stay on the device; the host syncs only at log points.
-The training loss counts every batch; training metrics (accuracy...) are measured on the
-batches at log points unless `trainer.train_metrics` is "all" (each costs a few kernels per
-step) or "off".
+scripts/bench_overhead.py). Metrics stay on the device; the host syncs once per log point
+(the loss since the last one) and once per epoch. The training loss counts every batch;
+training metrics (accuracy...) are measured on the batches at log points unless
+`trainer.train_metrics` is "all" (each costs a few kernels per step) or "off".
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 
 import torch
@@ -22,6 +23,7 @@ from utils import MetricTracker
 from utils.metric_tracker import metric_name
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+NO_CONTEXT = contextlib.nullcontext()
 
 
 class Trainer(BaseTrainer):
@@ -32,14 +34,11 @@ class Trainer(BaseTrainer):
         self.device = device
         self.data_loader = data_loader
         self.valid_data_loader = valid_data_loader
-        self.do_validation = valid_data_loader is not None
         self.stream = BatchStream(data_loader, cfg["len_epoch"])
         self.accumulate = cfg["accumulate"]
         self.clip_grad_norm = cfg["clip_grad_norm"]
         self.log_step = cfg["log_step"]
-        self.all_batch_metrics = cfg["train_metrics"] == "all"
-        self.sample_metrics = cfg["train_metrics"] == "sampled"
-        self.global_step = 0
+        self.train_metrics_mode = cfg["train_metrics"]
 
         amp = self._amp_mode(cfg["amp"], device)
         self.autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off")
@@ -55,10 +54,9 @@ class Trainer(BaseTrainer):
             self.train_net = DistributedDataParallel(
                 self.net, device_ids=[device.index] if device.type == "cuda" else None)
 
-        scheduler = config["lr_scheduler"] or {}
-        self.scheduler_per_step = scheduler.get("interval") == "step"
+        self.scheduler_per_step = (config["lr_scheduler"] or {}).get("interval") == "step"
         names = ["loss"] + [metric_name(m) for m in metric_ftns]
-        self.train_metrics = MetricTracker(*(names if cfg["train_metrics"] != "off" else ["loss"]), device=device)
+        self.train_metrics = MetricTracker(*(names if self.train_metrics_mode != "off" else ["loss"]), device=device)
         self.valid_metrics = MetricTracker(*names, device=device)
         show = sys.stderr.isatty() if cfg["progress"] == "auto" else cfg["progress"]
         self.show_progress = bool(show) and self.is_main
@@ -79,10 +77,12 @@ class Trainer(BaseTrainer):
         self.train_net.train()
         self.train_metrics.reset()
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
-        self._last_point = (0.0, 0)  # loss sum and count at the last log point
         n_batches = self.stream.batches_in_epoch()
         log_step = self.log_step or max(8, n_batches // 10)  # about 10 log points an epoch, 8+ steps apart
+        every_batch, sampled = self.train_metrics_mode == "all", self.train_metrics_mode == "sampled"
+        ddp = isinstance(self.train_net, DistributedDataParallel)
         bar = self._progress_bar(epoch, n_batches)
+        self._last_point = (0.0, 0)  # loss sum and count at the last log point
         k = self.accumulate
         for i, (data, target) in enumerate(self.stream.epoch()):
             data = data.to(self.device, non_blocking=True)
@@ -93,7 +93,7 @@ class Trainer(BaseTrainer):
                 self.optimizer.zero_grad(set_to_none=True)
                 group = min(k, n_batches - i)  # micro-batches in this accumulation group
             last_micro = (i + 1) % k == 0 or i + 1 == n_batches
-            with self._grad_sync(last_micro):
+            with self.train_net.no_sync() if ddp and not last_micro else NO_CONTEXT:  # all-reduce once a group
                 with self.autocast:
                     output = self.train_net(data)
                     loss = self.criterion(output, target)
@@ -103,7 +103,7 @@ class Trainer(BaseTrainer):
 
             self.train_metrics.update("loss", loss, target.shape[0])  # one op on the device
             log_point = (i + 1) % log_step == 0 or i + 1 == n_batches
-            if self.all_batch_metrics or (log_point and self.sample_metrics):
+            if every_batch or (log_point and sampled):
                 for met in self.metric_ftns:
                     self.train_metrics.update(metric_name(met), met(output.detach(), target), target.shape[0])
             if log_point and self.is_main:
@@ -112,7 +112,7 @@ class Trainer(BaseTrainer):
             bar.close()
 
         log = self.train_metrics.result(reduce=True)
-        if self.do_validation:
+        if self.valid_data_loader is not None:
             log.update({f"val_{k}": v for k, v in self._valid_epoch().items()})
         if self.lr_scheduler is not None and not self.scheduler_per_step:
             if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -133,12 +133,6 @@ class Trainer(BaseTrainer):
             self.lr_scheduler.step()
         self.global_step += 1
 
-    def _grad_sync(self, sync: bool):
-        """DDP all-reduces gradients on every backward; skip it inside an accumulation group."""
-        if sync or not isinstance(self.train_net, DistributedDataParallel):
-            return contextlib.nullcontext()
-        return self.train_net.no_sync()
-
     def _progress_bar(self, epoch: int, total: int):
         if not self.show_progress:
             return None
@@ -151,15 +145,14 @@ class Trainer(BaseTrainer):
         """The one host sync of a log point: the mean loss since the last one, for the step
         curves (steps.jsonl and the loggers), the bar or a log line."""
         loss_sum, count = self.train_metrics.total("loss")
-        last_sum, last_count = self._last_point
-        loss = (loss_sum - last_sum) / max(count - last_count, 1)
+        loss = (loss_sum - self._last_point[0]) / max(count - self._last_point[1], 1)
         self._last_point = (loss_sum, count)
         self._log_step({"step": self.global_step, "epoch": round(epoch - 1 + done / total, 4), "loss": loss,
                         "lr": self.optimizer.param_groups[0]["lr"]})
         if bar is not None:
             bar.update(done - bar.n)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        else:
+        elif self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug(f"epoch {epoch} [{done}/{total} ({100.0 * done / total:.0f}%)] loss {loss:.6f}")
 
     # ------------------------------------------------------------------ evaluation

@@ -7,7 +7,9 @@ the same folder, fsync, rename, fsync the folder).
 """
 from __future__ import annotations
 
+import copyreg
 import io
+import logging
 import os
 import pickle
 import queue
@@ -15,14 +17,17 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import torch
+
+from .config import ConfigError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-epoch(\d+)\.pth$")
 BEST_NAME = "model_best.pth"
 TEMP_PREFIX = ".tmp-"
 REQUIRED_KEYS = ("arch", "epoch", "state_dict", "optimizer", "monitor_best", "config")
+CLASSIC = "written by the classic pytorch-template (it pickles its ConfigParser)"
 
 
 class NotOurCheckpoint(Exception):
@@ -33,32 +38,27 @@ class NotOurCheckpoint(Exception):
         self.kind = kind
 
 
-def checkpoint_name(epoch: int) -> str:
-    return f"checkpoint-epoch{epoch}.pth"
+def temp_path(final: Path) -> Path:
+    return final.with_name(f"{TEMP_PREFIX}{final.name}.{os.getpid()}")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
+    except OSError:  # Windows opens no folders
         return
     try:
         os.fsync(fd)
-    except OSError:  # pragma: no cover - some FUSE mounts refuse
+    except OSError:  # some FUSE mounts (Drive) refuse to fsync a folder
         pass
     finally:
         os.close(fd)
 
 
-def _temp_path(final: Path) -> Path:
-    return final.with_name(f"{TEMP_PREFIX}{final.name}.{os.getpid()}")
-
-
-def link_or_copy(source: str | Path, dest: str | Path) -> Path:
+def link_or_copy(source: Path, dest: Path) -> None:
     """Make `dest` the same bytes as the complete file `source`, atomically: a hard link (free,
     survives pruning of `source`), or a copy where the file system has no hard links."""
-    source, dest = Path(source), Path(dest)
-    tmp = _temp_path(dest)
+    tmp = temp_path(dest)
     tmp.unlink(missing_ok=True)
     try:
         try:
@@ -69,36 +69,19 @@ def link_or_copy(source: str | Path, dest: str | Path) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
-    return dest
+    fsync_dir(dest.parent)
 
 
-def epoch_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+def epoch_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(epoch, path) of every `checkpoint-epochN.pth` in `folder`, oldest first."""
-    folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), entry) for entry in folder.iterdir() if (m := CHECKPOINT_RE.match(entry.name))]
-    return sorted(found)
+    return sorted((int(m.group(1)), entry) for entry in folder.iterdir() if (m := CHECKPOINT_RE.match(entry.name)))
 
 
-def prune(folder: str | Path, keep_last: int | None, epoch: int) -> None:
-    """Keep the newest `keep_last` epoch checkpoints up to `epoch` (this run's own history);
-    a newer one is never removed, nor model_best."""
-    if keep_last:
-        for _, path in [c for c in epoch_checkpoints(folder) if c[0] <= epoch][:-keep_last]:
-            path.unlink(missing_ok=True)
-
-
-def remove_stale_temps(folder: str | Path) -> None:
-    """Temp files a killed process left behind are never valid; clear them at start-up."""
-    for entry in Path(folder).glob(f"{TEMP_PREFIX}*"):
-        entry.unlink(missing_ok=True)
-
-
-def load(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint safely (weights_only) onto `map_location`."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+def load(path: str | Path) -> dict:
+    """A checkpoint, loaded safely (weights_only) onto the CPU."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
 def open_checkpoint(path: str | Path) -> dict:
@@ -106,66 +89,116 @@ def open_checkpoint(path: str | Path) -> dict:
     try:
         state = load(path)
     except pickle.UnpicklingError as err:
-        if "ConfigParser" in str(err):  # the classic template pickles its ConfigParser
-            raise NotOurCheckpoint("classic", f"{path} was written by the classic pytorch-template") from None
+        if "ConfigParser" in str(err):
+            raise NotOurCheckpoint("classic", f"{path} was {CLASSIC}") from None
         raise NotOurCheckpoint("unreadable", f"{path} holds objects other than tensors") from None
     except Exception as err:  # a damaged or foreign file
         raise NotOurCheckpoint("unreadable", f"{path} is not a loadable checkpoint ({type(err).__name__})") from None
-    if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
         raise NotOurCheckpoint("weights", f"{path} holds only weights (a state_dict), no training state")
     if not isinstance(state, dict) or not all(key in state for key in REQUIRED_KEYS):
         raise NotOurCheckpoint("incomplete", f"{path} is not a complete checkpoint of this template")
     return state
 
 
-def newest_valid(folder: str | Path) -> Path | None:
-    """The highest-epoch checkpoint in `folder` that loads completely."""
-    for _, path in reversed(epoch_checkpoints(folder)):
+def read_weights(path: Path, trust: bool, logger: logging.Logger) -> dict:
+    """The state_dict in one of our checkpoints, a plain state_dict file, or (only with `trust`:
+    unpickling runs code) a classic template's checkpoint; DDP and compile prefixes dropped."""
+    if not path.is_file():
+        raise ConfigError("", f"no checkpoint file at {path}", source="--init-from")
+    try:
+        state = load(path)
+    except pickle.UnpicklingError:
+        if not trust:
+            raise ConfigError("", f"{path} holds pickled objects (a classic pytorch-template checkpoint pickles its "
+                              "ConfigParser): loading it runs code from the file; if you trust it, add "
+                              "--trust-checkpoint", source="--init-from") from None
+        logger.warning(f"--trust-checkpoint: unpickling {path} with weights_only=False (this runs code from the file)")
         try:
-            open_checkpoint(path)
-            return path
-        except NotOurCheckpoint:
-            continue
-    return None
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a class the pickle names is missing here, a damaged file
+            raise ConfigError("", f"{path} cannot be unpickled here: {err}", source="--init-from") from None
+    except Exception as err:
+        raise ConfigError("", f"{path} is not a loadable checkpoint ({type(err).__name__})",
+                          source="--init-from") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError("", f"{path} holds no state_dict of tensors", source="--init-from")
+    return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
 
 
-def latest_run_checkpoint(models_dir: str | Path) -> Path | None:
-    """Across the runs of one experiment, the newest valid checkpoint of the run touched last."""
-    runs = []
-    for run in Path(models_dir).iterdir() if Path(models_dir).is_dir() else ():
-        checkpoints = epoch_checkpoints(run) if run.is_dir() else []
-        if checkpoints:
-            runs.append((max(p.stat().st_mtime for _, p in checkpoints), run))
-    for _, run in sorted(runs, reverse=True):
-        found = newest_valid(run)
-        if found is not None:
-            return found
-    return None
+def init_from(model: torch.nn.Module, path: str | Path, skip: list[str], trust: bool, logger: logging.Logger) -> None:
+    """Fine-tuning: load what fits of the weights at `path` into `model` (strict=False semantics;
+    a shape mismatch is refused unless the layer is in `skip`, which starts fresh)."""
+    weights, own = read_weights(Path(path), trust, logger), model.state_dict()
+
+    def under(key: str, layer: str) -> bool:
+        return key == layer or key.startswith(layer + ".")
+
+    unknown = [s for s in skip if not any(under(k, s) for k in [*weights, *own])]
+    if unknown:
+        layers = ", ".join(sorted({k.rsplit(".", 1)[0] for k in own})[:12])
+        raise ConfigError("", f"no layer named {', '.join(unknown)} (layers: {layers})", source="--init-skip")
+    skipped = [k for k in weights if any(under(k, s) for s in skip)]
+    wrong = [f"{k} {tuple(weights[k].shape)} -> {tuple(own[k].shape)}" for k in weights
+             if k in own and k not in skipped and weights[k].shape != own[k].shape]
+    if wrong:
+        raise ConfigError("", f"shapes differ: {'; '.join(wrong)}: list the layer in --init-skip to start it fresh",
+                          source="--init-from")
+    kept = {k: v for k, v in weights.items() if k not in skipped}
+    result = model.load_state_dict(kept, strict=False)
+    logger.info(f"initialised from {path}: {len(kept) - len(result.unexpected_keys)} tensors loaded"
+                + (f", skipped {', '.join(skipped)}" if skipped else ""))
+    if result.missing_keys:
+        logger.info(f"missing keys (left as initialised): {', '.join(result.missing_keys)}")
+    if result.unexpected_keys:
+        logger.info(f"unexpected keys (ignored): {', '.join(result.unexpected_keys)}")
+
+
+PLAIN_DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+                torch.int8, torch.uint8, torch.bool}
+
+
+def _reduce_tensor(t: torch.Tensor):
+    """What torch.save writes for a plain dense tensor (`_rebuild_tensor_v2` of its storage), in a
+    third of the Python work: a checkpoint's ~20 tensors were half of torch.save's time."""
+    if t.requires_grad or t.layout is not torch.strided or t.dtype not in PLAIN_DTYPES or t.device.type not in (
+            "cpu", "cuda") or t.is_quantized or t.__dict__:
+        return t.__reduce_ex__(2)
+    storage = torch.storage.TypedStorage(wrap_storage=t.untyped_storage(), dtype=t.dtype, _internal=True)
+    return torch._utils._rebuild_tensor_v2, (storage, t.storage_offset(), tuple(t.size()), t.stride(), False, None)
+
+
+class _Pickler(pickle.Pickler):
+    dispatch_table = {**copyreg.dispatch_table, torch.Tensor: _reduce_tensor}  # exact type: not Parameter
+
+
+FAST_PICKLE = SimpleNamespace(Pickler=_Pickler, __name__="pickle")  # torch.save(..., pickle_module=FAST_PICKLE)
 
 
 class CheckpointWriter:
-    """Checkpoints written with the slow part on one background thread, so the loop does not
-    wait for a slow disk (Drive). The training thread serialises the state (a consistent copy;
-    pickling beside the loop would fight it for the GIL) and hands the bytes to the page cache
-    in a temp file; the thread then only fsyncs, renames, links model_best and fsyncs the
-    folder, then prunes older files: system calls, so it seldom needs the GIL the loop is
-    using. The loop does not wait
-    for the previous write (a busy disk can take longer than an epoch to fsync) unless four
-    are pending; `wait()` returns once all is on disk and re-raises an error. A crash loses at
-    most temp files, never a complete checkpoint."""
+    """Checkpoints whose slow part runs on one background thread, so the loop does not wait for
+    a slow disk (Drive). The training thread serialises the state (a consistent copy; pickling
+    beside the loop would fight it for the GIL) and hands the bytes to the page cache in a temp
+    file; the thread fsyncs, renames, links model_best, fsyncs the folder and prunes: system
+    calls, which seldom need the GIL. The loop waits only if four saves are pending; `wait()`
+    returns once all is on disk and re-raises an error. A crash loses at most temp files."""
 
-    def __init__(self, folder: str | Path, keep_last: int | None) -> None:
-        self.folder, self.keep_last = Path(folder), keep_last
+    def __init__(self, folder: Path, keep_last: int | None) -> None:
+        self.folder, self.keep_last = folder, keep_last
         self._jobs: queue.Queue = queue.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        for entry in folder.glob(f"{TEMP_PREFIX}*"):  # what a killed process left: never valid
+            entry.unlink(missing_ok=True)
 
     def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
         self._check()
-        final = self.folder / (checkpoint_name(epoch) if periodic else BEST_NAME)
-        tmp = _temp_path(final)
+        buffer = io.BytesIO()
+        torch.save(state, buffer, pickle_module=FAST_PICKLE)
+        final = self.folder / (f"checkpoint-epoch{epoch}.pth" if periodic else BEST_NAME)
+        tmp = temp_path(final)
         with tmp.open("wb") as handle:  # into the page cache: fast; fsync is the slow part
             handle.write(buffer.getbuffer())
             fd = os.dup(handle.fileno())
@@ -186,17 +219,17 @@ class CheckpointWriter:
                 if link_best:
                     link_or_copy(final, self.folder / BEST_NAME)  # fsyncs the folder for both names
                 else:
-                    _fsync_dir(self.folder)
-                if epoch is not None:  # a newer checkpoint is complete: older ones may go
-                    prune(self.folder, self.keep_last, epoch)
-            except BaseException as err:  # handed to the training thread by wait()
+                    fsync_dir(self.folder)
+                if epoch is not None and self.keep_last:  # older checkpoints of this run's history may go
+                    for _, path in [c for c in epoch_checkpoints(self.folder) if c[0] <= epoch][:-self.keep_last]:
+                        path.unlink(missing_ok=True)
+            except BaseException as err:  # handed to the training thread by save() or wait()
                 tmp.unlink(missing_ok=True)
                 self._error = err
             finally:
                 self._jobs.task_done()
 
     def _check(self) -> None:
-        """Re-raise the writer's error."""
         if self._error is not None:
             err, self._error = self._error, None
             raise RuntimeError(f"could not write a checkpoint in {self.folder}: {err}") from err

@@ -30,20 +30,17 @@ class DistEnv:
 
 
 def from_environment() -> DistEnv:
-    """Read torchrun's variables; a plain `python` run gets the single-process default."""
+    """torchrun's variables; a plain `python` run gets the single-process default."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistEnv()
-    return DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+    return DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world) if world > 1 else DistEnv()
 
 
 def init(env: DistEnv, device: torch.device) -> None:
-    if not env.enabled or dist.is_initialized():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
+    if env.enabled and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=env.rank,
+                                world_size=env.world_size)
 
 
 def shutdown() -> None:
@@ -54,10 +51,9 @@ def shutdown() -> None:
 
 def broadcast(obj: Any, env: DistEnv) -> Any:
     """Rank 0's value of a small picklable object, on every rank."""
-    if not env.enabled:
-        return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    if env.enabled:
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -68,8 +64,7 @@ def barrier(env: DistEnv) -> None:
 
 def gather_strings(value: str, env: DistEnv) -> list[str]:
     """Every rank's `value`, in rank order (a one-item list when not distributed)."""
-    if not env.enabled:
-        return [value]
-    values: list = [None] * env.world_size
-    dist.all_gather_object(values, value)
+    values: list = [value] * env.world_size
+    if env.enabled:
+        dist.all_gather_object(values, value)
     return values

@@ -2,7 +2,7 @@
 
 The classic template kept a pandas DataFrame and called `.item()` on every value of every
 step, which costs a host sync (and ~1 ms) per step. Here an update is one in-place tensor
-op on the device; `result()` syncs once, at log points (and all-reduces once under DDP).
+op on the device; `result()` syncs once (and all-reduces once under DDP).
 """
 from __future__ import annotations
 
@@ -19,48 +19,35 @@ class MetricTracker:
         self.reset()
 
     def reset(self) -> None:
-        self._sums = {key: torch.zeros((), dtype=torch.float32, device=self.device) for key in self.keys}
-        self._counts = dict.fromkeys(self.keys, 0)
+        self._sums = torch.zeros(len(self.keys), device=self.device)
+        self._rows = dict(zip(self.keys, self._sums))  # views: one in-place add each
+        self.counts = dict.fromkeys(self.keys, 0)
 
     def update(self, key: str, value: torch.Tensor | float, n: int = 1) -> None:
         """Add a batch mean `value` over `n` samples (classic signature; no host sync)."""
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-        self._sums[key].add_(value, alpha=n)
-        self._counts[key] += n
+        self._rows[key].add_(value.detach() if isinstance(value, torch.Tensor) else value, alpha=n)
+        self.counts[key] += n
 
     def update_batch(self, loss: torch.Tensor, output: torch.Tensor, target: torch.Tensor,
                      metric_ftns: Sequence[Callable]) -> None:
         """The loss and every metric of one batch."""
-        n = target.shape[0]
-        self.update("loss", loss, n)
+        self.update("loss", loss, target.shape[0])
         for met in metric_ftns:
-            self.update(metric_name(met), met(output, target), n)
+            self.update(metric_name(met), met(output, target), target.shape[0])
 
     def total(self, key: str) -> tuple[float, int]:
-        """(sum, count) of one key, one host sync."""
-        return float(self._sums[key]), self._counts[key]
-
-    def avg(self, key: str) -> float:
-        """One mean, one host sync (for progress bars)."""
-        return float(self._sums[key]) / max(self._counts[key], 1)
+        """(sum, count) of one key: one host sync."""
+        return float(self._rows[key]), self.counts[key]
 
     def result(self, reduce: bool = False) -> dict:
-        """Every mean that has samples, as floats; with `reduce`, summed over all DDP ranks
-        first (a single all_reduce of sums and counts)."""
-        sums = torch.stack([self._sums[key] for key in self.keys])
-        counts = torch.tensor([float(self._counts[key]) for key in self.keys], device=self.device)
+        """Every mean that has samples, as floats, in one host sync; with `reduce`, summed over
+        all DDP ranks first (one all_reduce of sums and counts)."""
+        packed = torch.cat([self._sums, torch.tensor([float(self.counts[k]) for k in self.keys], device=self.device)])
         if reduce and dist.is_available() and dist.is_initialized():
-            packed = torch.cat([sums, counts])
             dist.all_reduce(packed)
-            sums, counts = packed[: len(self.keys)], packed[len(self.keys):]
-        values = torch.cat([sums, counts]).tolist()
-        sums_host, counts_host = values[: len(self.keys)], values[len(self.keys):]
-        return {key: s / c for key, s, c in zip(self.keys, sums_host, counts_host) if c > 0}
-
-    @property
-    def count(self) -> int:
-        return self._counts[self.keys[0]] if self.keys else 0
+        values = packed.tolist()
+        sums, counts = values[:len(self.keys)], values[len(self.keys):]
+        return {key: s / c for key, s, c in zip(self.keys, sums, counts) if c > 0}
 
 
 def metric_name(met: Callable) -> str:

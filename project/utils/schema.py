@@ -12,191 +12,138 @@ from typing import Any, Callable, Sequence
 from .config import ConfigError, apply_overrides
 
 TOP_LEVEL = ("name", "seed", "arch", "data_loader", "optimizer", "loss", "metrics", "lr_scheduler", "trainer",
-             "extra", "n_gpu")  # extra: the user's own settings; n_gpu: the classic template's (ignored)
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "epochs": None,  # required
-    "save_dir": "saved/",
-    "save_period": 1,
-    "keep_last": None,
-    "verbosity": 1,
-    "monitor": "off",
-    "early_stop": None,
-    "tensorboard": False,
-    "len_epoch": None,
-    "log_step": None,
-    "progress": "auto",
-    "train_metrics": "sampled",
-    "amp": "off",
-    "accumulate": 1,
-    "clip_grad_norm": None,
-    "compile": False,
-    "loggers": None,  # null: [tensorboard] when trainer.tensorboard is true, else none
-}
+             "extra")  # extra: the user's own settings (any mapping)
 LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")
-# schedulers stepped per optimizer step unless the config says otherwise
-PER_STEP_SCHEDULERS = ("OneCycleLR", "CyclicLR", "WarmupCosineLR", "WarmupLinearLR")
+PER_STEP_SCHEDULERS = ("OneCycleLR", "CyclicLR", "WarmupCosineLR", "WarmupLinearLR")  # interval: step by default
 WORDS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
 
 
-def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-def _need(key: str, ok: bool, expected: str, value: Any) -> None:
+def expect(key: str, ok: bool, expected: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(key, f"expected {expected}, got {_describe(value)}")
+        raise ConfigError(key, f"expected {expected}, got {value!r} ({type(value).__name__})")
 
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int(minimum: int, optional: bool = False) -> Callable[[str, Any], Any]:
+def integer(minimum: int, optional: bool = False) -> Callable[[str, Any], Any]:
     def check(key: str, value: Any) -> Any:
         if optional and value is None:
             return None
         if isinstance(value, float) and value.is_integer():  # 1e3 epochs
             value = int(value)
-        _need(key, is_int(value) and value >= minimum, f"an integer >= {minimum}" + (" or null" if optional else ""),
-              value)
+        expect(key, is_int(value) and value >= minimum, f"an integer >= {minimum}" + " or null" * optional, value)
         return value
 
     return check
 
 
-def boolean(key: str, value: Any) -> bool:
-    """true/false, or the words people use for them (yes/no/on/off) where a boolean is wanted."""
-    if isinstance(value, str) and value.lower() in WORDS:
-        return WORDS[value.lower()]
-    _need(key, isinstance(value, bool), "true or false", value)
-    return value
-
-
-def _choice(*options: Any) -> Callable[[str, Any], Any]:
-    """One of `options`, compared with their types (1 is not true); a boolean option also takes
-    yes/no/on/off, and false means "off" where "off" is an option."""
-    takes_bool = any(isinstance(o, bool) for o in options)
-
+def one_of(*options: Any) -> Callable[[str, Any], Any]:
+    """One of `options`, types compared (1 is not true); where a boolean is an option the words
+    yes/no/on/off count as one, and false means "off" where "off" is an option."""
     def check(key: str, value: Any) -> Any:
-        if takes_bool and isinstance(value, str) and value.lower() in WORDS:
+        if isinstance(value, str) and value.lower() in WORDS and any(isinstance(o, bool) for o in options):
             value = WORDS[value.lower()]
         if value is False and "off" in options:
             value = "off"
-        if not any(type(value) is type(o) and value == o for o in options):
-            shown = ", ".join(str(o).lower() if isinstance(o, bool) else str(o) for o in options)
-            raise ConfigError(key, f"expected one of {shown}, got {_describe(value)}")
+        shown = ", ".join(str(o).lower() if isinstance(o, bool) else str(o) for o in options)
+        expect(key, any(type(value) is type(o) and value == o for o in options), f"one of {shown}", value)
         return value
 
     return check
 
 
-def _string(key: str, value: Any) -> str:
-    _need(key, isinstance(value, str) and value != "", "a non-empty string", value)
+def string(key: str, value: Any) -> str:
+    expect(key, isinstance(value, str) and value != "", "a non-empty string", value)
     return value
 
 
-def _positive_or_null(key: str, value: Any) -> Any:
-    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
-    _need(key, ok, "a positive number or null", value)
+def positive_or_null(key: str, value: Any) -> Any:
+    expect(key, value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0),
+           "a positive number or null", value)
     return value
 
 
-def _compile(key: str, value: Any) -> Any:
-    return value if isinstance(value, dict) else boolean(key, value)
-
-
-TRAINER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "epochs": _int(1),
-    "save_dir": _string,
-    "save_period": _int(1),
-    "keep_last": _int(0, optional=True),
-    "verbosity": _choice(0, 1, 2),
-    "monitor": _string,
-    "early_stop": _int(0, optional=True),
-    "tensorboard": boolean,
-    "len_epoch": _int(1, optional=True),
-    "log_step": _int(1, optional=True),
-    "progress": _choice(True, False, "auto"),
-    "train_metrics": _choice("sampled", "all", "off"),
-    "amp": _choice("off", "bf16", "fp16"),
-    "accumulate": _int(1),
-    "clip_grad_norm": _positive_or_null,
-    "compile": _compile,
-    "loggers": lambda key, value: value,  # checked in validate (it depends on trainer.tensorboard)
+boolean = one_of(True, False)
+TRAINER: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {  # key: (default, check)
+    "epochs": (None, integer(1)),  # required
+    "save_dir": ("saved/", string),
+    "save_period": (1, integer(1)),
+    "keep_last": (None, integer(0, optional=True)),
+    "verbosity": (1, one_of(0, 1, 2)),
+    "monitor": ("off", string),
+    "early_stop": (None, integer(0, optional=True)),
+    "tensorboard": (False, boolean),
+    "len_epoch": (None, integer(1, optional=True)),
+    "log_step": (None, integer(1, optional=True)),
+    "progress": ("auto", one_of(True, False, "auto")),
+    "train_metrics": ("sampled", one_of("sampled", "all", "off")),
+    "amp": ("off", one_of("off", "bf16", "fp16")),
+    "accumulate": (1, integer(1)),
+    "clip_grad_norm": (None, positive_or_null),
+    "compile": (False, lambda key, value: value if isinstance(value, dict) else boolean(key, value)),
+    "loggers": (None, lambda key, value: value),  # checked below: it depends on trainer.tensorboard
 }
 
 
-def unknown_key(key: str, name: str, known: list[str]) -> ConfigError:
+def unknown_key(key: str, name: str, known: Sequence[str]) -> ConfigError:
     close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
-    return ConfigError(f"{key}.{name}" if key else name, f"unknown key{hint}")
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+    return ConfigError(f"{key}.{name}" if key else name, f"unknown key ({hint})")
 
 
-def _object(config: dict, key: str, optional: bool = False) -> None:
+def required(config: dict, key: str, prefix: str = "") -> Any:
     if key not in config:
-        if optional:
-            return
-        raise ConfigError(key, "missing key")
-    value = config[key]
-    if value is None and optional:
-        return
-    _need(key, isinstance(value, dict), "a mapping with 'type' and 'args'", value)
-    if "type" not in value:
-        raise ConfigError(f"{key}.type", "missing key")
-    _string(f"{key}.type", value["type"])
+        raise ConfigError(prefix + key, "missing key")
+    return config[key]
+
+
+def type_and_args(config: dict, key: str) -> None:
+    """`{type, args}` objects: a type name, and keyword arguments (none: {})."""
+    value = required(config, key)
+    expect(key, isinstance(value, dict), "a mapping with 'type' and 'args'", value)
+    string(f"{key}.type", required(value, "type", f"{key}."))
     value["args"] = value.get("args") or {}
-    _need(f"{key}.args", isinstance(value["args"], dict), "a mapping of keyword arguments", value["args"])
+    expect(f"{key}.args", isinstance(value["args"], dict), "a mapping of keyword arguments", value["args"])
 
 
 def monitor_parts(monitor: str) -> tuple[str, str]:
     """'max val_accuracy' -> ('max', 'val_accuracy'); 'off' -> ('off', '')."""
-    if monitor == "off":
-        return "off", ""
     mode, _, metric = monitor.partition(" ")
     return mode, metric.strip()
 
 
 def validate(config: dict) -> dict:
     """The config with defaults filled in; raises ConfigError on the first mistake."""
-    if not isinstance(config, dict):
-        raise ConfigError("", f"the config must be a mapping, got {type(config).__name__}")
+    expect("", isinstance(config, dict), "a mapping", config)
     config = deepcopy(config)
     for key in config:
-        if key not in TOP_LEVEL:
-            raise unknown_key("", key, [k for k in TOP_LEVEL if k != "n_gpu"])
-    if "name" not in config:
-        raise ConfigError("name", "missing key")
-    name = _string("name", config["name"])
+        if key not in TOP_LEVEL and key != "n_gpu":  # n_gpu: the classic template's (ignored, with a warning)
+            raise unknown_key("", key, TOP_LEVEL)
+    name = string("name", required(config, "name"))
     if "/" in name or "\\" in name or name in (".", ".."):
         raise ConfigError("name", f"must be usable as a folder name, got {name!r}")
-    config["seed"] = config.get("seed", 0)
-    _need("seed", is_int(config["seed"]), "an integer", config["seed"])
+    expect("seed", is_int(config.setdefault("seed", 0)), "an integer", config["seed"])
     for key in ("arch", "data_loader", "optimizer"):
-        _object(config, key)
-    _object(config, "lr_scheduler", optional=True)
-    config.setdefault("lr_scheduler", None)
-    for key in ("loss",):
-        if key not in config:
-            raise ConfigError(key, "missing key")
-        _string(key, config[key])
+        type_and_args(config, key)
+    if config.setdefault("lr_scheduler", None) is not None:
+        type_and_args(config, "lr_scheduler")
+    string("loss", required(config, "loss"))
     metrics = config.setdefault("metrics", [])
-    _need("metrics", isinstance(metrics, list), "a list of metric names", metrics)
+    expect("metrics", isinstance(metrics, list), "a list of metric names", metrics)
     for i, metric in enumerate(metrics):
-        _string(f"metrics[{i}]", metric)
-    if "extra" in config:
-        _need("extra", isinstance(config["extra"], dict), "a mapping (your own settings)", config["extra"])
+        string(f"metrics[{i}]", metric)
+    expect("extra", isinstance(config.get("extra", {}), dict), "a mapping (your own settings)", config.get("extra"))
 
-    if "trainer" not in config:
-        raise ConfigError("trainer", "missing key")
-    trainer = config["trainer"]
-    _need("trainer", isinstance(trainer, dict), "a mapping", trainer)
+    trainer = required(config, "trainer")
+    expect("trainer", isinstance(trainer, dict), "a mapping", trainer)
     for key in trainer:
-        if key not in TRAINER_DEFAULTS:
-            raise unknown_key("trainer", key, list(TRAINER_DEFAULTS))
-    if "epochs" not in trainer:
-        raise ConfigError("trainer.epochs", "missing key")
-    for key, default in TRAINER_DEFAULTS.items():
-        trainer[key] = TRAINER_CHECKS[key](f"trainer.{key}", trainer.get(key, default))
+        if key not in TRAINER:
+            raise unknown_key("trainer", key, list(TRAINER))
+    required(trainer, "epochs", "trainer.")
+    for key, (default, check) in TRAINER.items():
+        trainer[key] = check(f"trainer.{key}", trainer.get(key, default))
     trainer["loggers"] = _loggers(trainer["loggers"], trainer["tensorboard"])
     _check_monitor(trainer["monitor"], metrics)
     if config["lr_scheduler"]:
@@ -206,28 +153,24 @@ def validate(config: dict) -> dict:
 
 def _loggers(value: Any, tensorboard: bool) -> list:
     names = [] if value is None else value
-    _need("trainer.loggers", isinstance(names, list), f"a list of {', '.join(LOGGERS)}", value)
+    expect("trainer.loggers", isinstance(names, list), f"a list of {', '.join(LOGGERS)}", value)
     for i, entry in enumerate(names):
         name = entry.get("type") if isinstance(entry, dict) else entry
         if name not in LOGGERS:
             close = difflib.get_close_matches(str(name), LOGGERS, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(LOGGERS)}"
             raise ConfigError(f"trainer.loggers[{i}]", f"unknown logger {name!r} ({hint})")
-    if tensorboard and "tensorboard" not in names:
-        names = ["tensorboard", *names]
-    return names
+    return ["tensorboard", *names] if tensorboard and "tensorboard" not in names else names
 
 
 def _check_monitor(monitor: str, metrics: list[str]) -> None:
     mode, metric = monitor_parts(monitor)
-    if mode not in ("off", "min", "max") or (mode != "off" and not metric):
+    if monitor != "off" and (mode not in ("min", "max") or not metric):
         raise ConfigError("trainer.monitor", f"expected \"off\", \"min METRIC\" or \"max METRIC\", got {monitor!r}")
-    if mode != "off":
-        known = ["loss", *metrics]
-        base = metric[4:] if metric.startswith("val_") else metric
-        if base not in known:
-            names = ", ".join(known + [f"val_{k}" for k in known])
-            raise ConfigError("trainer.monitor", f"{metric!r} is not a logged metric (have: {names})")
+    known = ["loss", *metrics]
+    if metric and metric.removeprefix("val_") not in known:
+        names = ", ".join(known + [f"val_{k}" for k in known])
+        raise ConfigError("trainer.monitor", f"{metric!r} is not a logged metric (have: {names})")
 
 
 def _check_scheduler(scheduler: dict, monitor_mode: str) -> None:
@@ -235,7 +178,7 @@ def _check_scheduler(scheduler: dict, monitor_mode: str) -> None:
     fill in what the rest of the config decides (the plateau scheduler's mode)."""
     kind, args = scheduler["type"], scheduler["args"]
     interval = scheduler.setdefault("interval", "step" if kind in PER_STEP_SCHEDULERS else "epoch")
-    _need("lr_scheduler.interval", interval in ("epoch", "step"), "\"epoch\" or \"step\"", interval)
+    expect("lr_scheduler.interval", interval in ("epoch", "step"), "\"epoch\" or \"step\"", interval)
     if kind == "ReduceLROnPlateau":
         if interval == "step":
             raise ConfigError("lr_scheduler.interval", "ReduceLROnPlateau steps on an epoch's metric: use \"epoch\"")
@@ -249,8 +192,8 @@ def _check_scheduler(scheduler: dict, monitor_mode: str) -> None:
         raise ConfigError("lr_scheduler.args", "OneCycleLR needs its length: set total_steps: auto "
                           "(filled in from the loader, epochs and accumulation)")
     for key in ("total_steps", "steps_per_epoch", "T_max", "epochs"):
-        if key in args and args[key] != "auto":
-            args[key] = _int(1)(f"lr_scheduler.args.{key}", args[key])
+        if args.get(key, "auto") != "auto":
+            args[key] = integer(1)(f"lr_scheduler.args.{key}", args[key])
 
 
 def effective_config(config: dict, changes: Sequence, source: str) -> tuple[dict, dict]:

@@ -37,7 +37,7 @@ class ClassicDigitsLoader(ClassicBaseDataLoader):
     """A classic-style loader: its own signature, none of train.py's run-time keywords."""
 
     def __init__(self, data_dir, batch_size, shuffle=True, validation_split=0.0, num_workers=1, training=True):
-        from data_loader.datasets import load_digits
+        from data_loader.data_loaders import load_digits
 
         self.dataset = load_digits(PROJECT / data_dir)
         super().__init__(self.dataset, batch_size, shuffle, validation_split, num_workers)

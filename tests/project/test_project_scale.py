@@ -118,7 +118,7 @@ class RandomFlips(Dataset):
 
 class AugmentedDigitsLoader(BaseDataLoader):
     def __init__(self, batch_size=64, validation_split=0.15, device_resident=True, **kwargs):
-        from data_loader.datasets import load_digits
+        from data_loader.data_loaders import load_digits
         from utils import project_path
 
         self.augmented = RandomFlips(load_digits(project_path("data/")))
