@@ -7,7 +7,6 @@ the same folder, fsync, rename, fsync the folder).
 """
 from __future__ import annotations
 
-import copyreg
 import io
 import logging
 import os
@@ -17,7 +16,6 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -156,27 +154,6 @@ def init_from(model: torch.nn.Module, path: str | Path, skip: list[str], trust: 
         logger.info(f"unexpected keys (ignored): {', '.join(result.unexpected_keys)}")
 
 
-PLAIN_DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
-                torch.int8, torch.uint8, torch.bool}
-
-
-def _reduce_tensor(t: torch.Tensor):
-    """What torch.save writes for a plain dense tensor (`_rebuild_tensor_v2` of its storage), in a
-    third of the Python work: a checkpoint's ~20 tensors were half of torch.save's time."""
-    if t.requires_grad or t.layout is not torch.strided or t.dtype not in PLAIN_DTYPES or t.device.type not in (
-            "cpu", "cuda") or t.is_quantized or t.__dict__:
-        return t.__reduce_ex__(2)
-    storage = torch.storage.TypedStorage(wrap_storage=t.untyped_storage(), dtype=t.dtype, _internal=True)
-    return torch._utils._rebuild_tensor_v2, (storage, t.storage_offset(), tuple(t.size()), t.stride(), False, None)
-
-
-class _Pickler(pickle.Pickler):
-    dispatch_table = {**copyreg.dispatch_table, torch.Tensor: _reduce_tensor}  # exact type: not Parameter
-
-
-FAST_PICKLE = SimpleNamespace(Pickler=_Pickler, __name__="pickle")  # torch.save(..., pickle_module=FAST_PICKLE)
-
-
 class CheckpointWriter:
     """Checkpoints whose slow part runs on one background thread, so the loop does not wait for
     a slow disk (Drive). The training thread serialises the state (a consistent copy; pickling
@@ -196,7 +173,7 @@ class CheckpointWriter:
     def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
         self._check()
         buffer = io.BytesIO()
-        torch.save(state, buffer, pickle_module=FAST_PICKLE)
+        torch.save(state, buffer)
         final = self.folder / (f"checkpoint-epoch{epoch}.pth" if periodic else BEST_NAME)
         tmp = temp_path(final)
         with tmp.open("wb") as handle:  # into the page cache: fast; fsync is the slow part
