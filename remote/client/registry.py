@@ -51,6 +51,7 @@ class HostRecord:
     path: str = "/content"
     strict: str = "yes"
     proxy_command: Optional[str] = None
+    follow: Optional[Dict[str, Any]] = None  # connect --follow: {"source": folder or "ngrok", "fdpass": bool}
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
     last_check: Optional[Dict[str, Any]] = None
@@ -77,7 +78,8 @@ class HostRecord:
                          known_hosts_file=str(layout.known_hosts),
                          strict_host_key_checking=self.strict,
                          forwards=tuple(parse_forward(f) for f in self.forwards),
-                         proxy_command=self.proxy_command)
+                         proxy_command=self.proxy_command,
+                         extra=(("ProxyUseFdpass", "yes"),) if (self.follow or {}).get("fdpass") else ())
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
