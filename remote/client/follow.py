@@ -165,8 +165,8 @@ def resolve(layout: SshLayout, followed: Followed) -> Resolved:
     else:
         found = _from_folder(followed, before)
     if before is not None and isinstance(before.get("seq"), int) and found.seq < before["seq"]:
-        raise FollowError(f"{followed.name}: refused a replayed older record from {source_label(followed.source)} "
-                          f"(sequence {found.seq}, but {before['seq']} was already seen)")
+        raise FollowError(f"{followed.name}: refused a replayed older record (sequence {found.seq}, but "
+                          f"{before['seq']} was already seen) from {source_label(followed.source)}")
     return found
 
 

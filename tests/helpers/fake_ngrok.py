@@ -23,6 +23,8 @@ file) or by FAKE_NGROK_MODE:
     FAKE_NGROK_FORWARD_TO=h:p   every public port forwards to h:p instead of the upstream
                                 asked for (an address that reaches some other machine)
     FAKE_NGROK_ARGV_LOG=path    appends each invocation's argv (JSON) to that file
+    FAKE_NGROK_MODE_FILE=path   the mode, read from that file at each start (when it exists), so a
+                                test can make the next agent fail while a server is running
 
 Reserved addresses: an endpoint asked for `url: tcp://HOST:PORT` (v3) or `remote_addr:
 HOST:PORT` (v2) gets exactly that port when HOST is the public host (an address this
@@ -369,12 +371,21 @@ def make_handler(agent: Agent):
     return Handler
 
 
+def _mode_from_file() -> str:
+    """FAKE_NGROK_MODE_FILE: a mode a test may change while a server runs (a token revoked meanwhile)."""
+    path = os.environ.get("FAKE_NGROK_MODE_FILE")
+    try:
+        return open(path).read().strip() if path else ""
+    except OSError:
+        return ""
+
+
 def start(argv: list) -> int:
     config_path = option(argv, "--config") or default_config_path()
     config = read_config(config_path)
     token = option(argv, "--authtoken") or (config.get("agent") or {}).get("authtoken") \
         or os.environ.get("NGROK_AUTHTOKEN") or ""
-    mode = os.environ.get("FAKE_NGROK_MODE") or next(
+    mode = os.environ.get("FAKE_NGROK_MODE") or _mode_from_file() or next(
         (m for prefix, m in (("bad", "bad-token"), ("nocard", "card-required"), ("silent", "silent"))
          if token.startswith(prefix)), "ok")
     if mode == "silent":
