@@ -33,11 +33,10 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
-from remote.card import TUNNEL_KINDS, valid_host
 from remote.errors import RemotectlError
+from remote.hostnames import TUNNEL_KINDS, valid_host
 
 FILE_NAME = "endpoint.json"
 FORMAT = 1
@@ -57,9 +56,11 @@ class RecordError(RemotectlError):
         self.why = why
 
 
-@dataclass(frozen=True)
-class EndpointRecord:
-    """A verified record: where the host whose key signed it said it could be reached."""
+class EndpointRecord(NamedTuple):
+    """A verified record: where the host whose key signed it said it could be reached.
+
+    (A NamedTuple, not a dataclass: `remotectl proxy` imports this on every ssh connection.)
+    """
 
     fingerprint: str
     kind: str

@@ -25,14 +25,17 @@ import json
 import os
 import stat
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from remote import endpoint_record as records
-from remote.client.layout import SshLayout
 from remote.errors import BadInput, RemotectlError
-from remote.files import atomic_write
+
+if TYPE_CHECKING:
+    from remote.client.layout import SshLayout
+
+# `remotectl proxy` runs this on every ssh connection, so what it needs loads fast: no
+# dataclasses, registry, ssh_config writer or atomic-file helpers (imported where written).
 
 NGROK = "ngrok"
 API_URL_VAR = "REMOTECTL_NGROK_API_URL"  # tests point it at the API stand-in
@@ -49,8 +52,24 @@ class FollowError(RemotectlError):
     """The followed address cannot be had: a missing source, no record, a refused record."""
 
 
-@dataclass(frozen=True)
-class Followed:
+class Paths(NamedTuple):
+    """The files of an ssh folder this module reads (an SshLayout has the same attributes)."""
+
+    managed_dir: Path
+    known_hosts: Path
+    registry: Path
+
+
+Layout = Union["SshLayout", Paths]
+
+
+def paths(ssh_dir: Optional[str]) -> Paths:
+    """Like remote.client.layout.layout(), without its imports: the proxy's view of an ssh folder."""
+    managed = Path(os.path.abspath(os.path.expanduser(ssh_dir or "~/.ssh"))) / "remotectl"
+    return Paths(managed, managed / "known_hosts", managed / "hosts.json")
+
+
+class Followed(NamedTuple):
     """What one managed host follows (from hosts.json and known_hosts)."""
 
     name: str
@@ -63,8 +82,7 @@ class Followed:
         return self.name.lower()
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """Where a verified record says the host is."""
 
     host: str
@@ -77,22 +95,33 @@ class Resolved:
 
 
 # -- what a host follows ------------------------------------------------------------------------
-def load(layout: SshLayout, name: str) -> Followed:
-    """The followed host NAME (FollowError when it is not managed, or does not follow anything)."""
-    from remote.client import registry
+def load(layout: Layout, name: str) -> Followed:
+    """The followed host NAME (FollowError when it is not managed, or does not follow anything).
+
+    hosts.json is read directly (registry.py's format, version 1; names match without case,
+    as registry.find matches them) so the proxy need not import the ssh_config writer.
+    """
     from remote.client.known_hosts import PinStore
 
-    record = registry.load(layout).find(name)
-    if record is None:
+    try:
+        data = json.loads(Path(layout.registry).read_text())
+        hosts = data.get("hosts") if isinstance(data, dict) else None
+    except FileNotFoundError:
+        hosts = {}
+    except (OSError, ValueError) as exc:
+        raise FollowError(f"cannot read {layout.registry}: {exc}") from None
+    hosts = hosts if isinstance(hosts, dict) else {}
+    found = name if name in hosts else next((n for n in hosts if n.lower() == name.lower()), None)
+    if found is None or not isinstance(hosts[found], dict):
         raise FollowError(f"no host named {name!r} is managed in {layout.managed_dir}")
-    spec = record.follow if isinstance(record.follow, dict) else None
-    if not spec or not isinstance(spec.get("source"), str):
-        raise FollowError(f"{record.name} does not follow a record (it was connected without --follow)")
-    pinned = PinStore(layout.known_hosts).lookup(record.name)
+    spec = hosts[found].get("follow")
+    if not isinstance(spec, dict) or not isinstance(spec.get("source"), str):
+        raise FollowError(f"{found} does not follow a record (it was connected without --follow)")
+    pinned = PinStore(layout.known_hosts).lookup(found)
     if not pinned:
-        raise FollowError(f"{record.name}: no host key is pinned in {layout.known_hosts}, so no record can "
-                          f"be checked; run `remotectl connect <card> --name {record.name} --follow ...` again")
-    return Followed(record.name, spec["source"], pinned, bool(spec.get("fdpass")))
+        raise FollowError(f"{found}: no host key is pinned in {layout.known_hosts}, so no record can "
+                          f"be checked; run `remotectl connect <card> --name {found} --follow ...` again")
+    return Followed(found, spec["source"], pinned, bool(spec.get("fdpass")))
 
 
 def source_label(source: str) -> str:
@@ -100,11 +129,11 @@ def source_label(source: str) -> str:
 
 
 # -- the laptop's memory: highest sequence seen, last address -----------------------------------
-def _state_path(layout: SshLayout) -> Path:
-    return layout.managed_dir / STATE_FILE
+def _state_path(layout: Layout) -> Path:
+    return Path(layout.managed_dir) / STATE_FILE
 
 
-def load_state(layout: SshLayout) -> Dict[str, Dict[str, Any]]:
+def load_state(layout: Layout) -> Dict[str, Dict[str, Any]]:
     try:
         data = json.loads(_state_path(layout).read_text())
     except (OSError, ValueError):
@@ -113,7 +142,7 @@ def load_state(layout: SshLayout) -> Dict[str, Dict[str, Any]]:
     return hosts if isinstance(hosts, dict) else {}
 
 
-def seen(layout: SshLayout, followed: Followed) -> Optional[Dict[str, Any]]:
+def seen(layout: Layout, followed: Followed) -> Optional[Dict[str, Any]]:
     """What this computer remembers for the host: only while it is the same pinned key."""
     entry = load_state(layout).get(followed.key)
     if isinstance(entry, dict) and entry.get("fp") == records.fingerprint_of(followed.pinned_key):
@@ -121,11 +150,12 @@ def seen(layout: SshLayout, followed: Followed) -> Optional[Dict[str, Any]]:
     return None
 
 
-def remember(layout: SshLayout, followed: Followed, resolved: Resolved) -> None:
+def remember(layout: Layout, followed: Followed, resolved: Resolved) -> None:
     """Keep the highest sequence number and the address followed; written only when they change."""
     from remote.client.lock import locked
+    from remote.files import atomic_write
 
-    with locked(layout.managed_dir / STATE_LOCK, timeout_s=10):
+    with locked(Path(layout.managed_dir) / STATE_LOCK, timeout_s=10):
         hosts = load_state(layout)
         old = hosts.get(followed.key) if isinstance(hosts.get(followed.key), dict) else {}
         fp = records.fingerprint_of(followed.pinned_key)
@@ -141,8 +171,10 @@ def remember(layout: SshLayout, followed: Followed, resolved: Resolved) -> None:
                      + "\n", mode=0o600)
 
 
-def forget(layout: SshLayout, name: str) -> None:
+def forget(layout: Layout, name: str) -> None:
     """Drop what was remembered for NAME (its entry is gone)."""
+    from remote.files import atomic_write
+
     hosts = load_state(layout)
     if name.lower() in hosts:
         del hosts[name.lower()]
@@ -157,7 +189,7 @@ def forget(layout: SshLayout, name: str) -> None:
 
 
 # -- resolving --------------------------------------------------------------------------------
-def resolve(layout: SshLayout, followed: Followed) -> Resolved:
+def resolve(layout: Layout, followed: Followed) -> Resolved:
     """The newest record for the host, verified and not older than what was seen; FollowError otherwise."""
     before = seen(layout, followed)
     if followed.source == NGROK:
@@ -199,8 +231,8 @@ def _from_folder(followed: Followed, before: Optional[Dict[str, Any]]) -> Resolv
 
 
 # -- the ngrok API ----------------------------------------------------------------------------
-def key_file(layout: SshLayout) -> Path:
-    return layout.managed_dir / KEY_FILE
+def key_file(layout: Layout) -> Path:
+    return Path(layout.managed_dir) / KEY_FILE
 
 
 def _check_key(value: str, where: str) -> str:
@@ -210,7 +242,7 @@ def _check_key(value: str, where: str) -> str:
     return key
 
 
-def api_key(layout: SshLayout) -> Tuple[str, str]:
+def api_key(layout: Layout) -> Tuple[str, str]:
     """(key, where it came from): NGROK_API_KEY, else the 0600 key file. Never printed."""
     value = os.environ.get(API_KEY_VAR)
     if value and value.strip():
@@ -279,7 +311,7 @@ def _get_json(url: str, key: str, timeout: float) -> Dict[str, Any]:
     return data
 
 
-def list_endpoints(layout: SshLayout, timeout: float = 15.0) -> List[Dict[str, Any]]:
+def list_endpoints(layout: Layout, timeout: float = 15.0) -> List[Dict[str, Any]]:
     """Every online endpoint of the account (following next_page_uri on the same origin only)."""
     from urllib.parse import urlsplit
 
@@ -302,7 +334,7 @@ def list_endpoints(layout: SshLayout, timeout: float = 15.0) -> List[Dict[str, A
 
 
 def _api_address(endpoint: Dict[str, Any]) -> Optional[Tuple[str, int]]:
-    from remote.card import valid_host
+    from remote.hostnames import valid_host
 
     url = endpoint.get("public_url") or endpoint.get("url")
     if not isinstance(url, str) or not url.startswith("tcp://"):
@@ -313,7 +345,7 @@ def _api_address(endpoint: Dict[str, Any]) -> Optional[Tuple[str, int]]:
     return host, int(port)
 
 
-def _from_ngrok(layout: SshLayout, followed: Followed) -> Resolved:
+def _from_ngrok(layout: Layout, followed: Followed) -> Resolved:
     """The newest endpoint whose metadata holds a record signed by the pinned key."""
     fp = records.fingerprint_of(followed.pinned_key)
     best: Optional[Resolved] = None
@@ -346,7 +378,7 @@ def _from_ngrok(layout: SshLayout, followed: Followed) -> Resolved:
 
 
 # -- for connect and check --------------------------------------------------------------------
-def prepare(layout: SshLayout, source: str, host_key: Optional[str], name: str,
+def prepare(layout: Layout, source: str, host_key: Optional[str], name: str,
             session: Optional[str] = None) -> Tuple[Dict[str, Any], str, List[str]]:
     """Validate `--follow SOURCE` before anything is written: (the record's `follow`, the
     ProxyCommand, notes). BadInput for a source that cannot work; RemotectlError (exit 1) for a
@@ -391,7 +423,7 @@ def prepare(layout: SshLayout, source: str, host_key: Optional[str], name: str,
     return {"source": source, "fdpass": fdpass}, proxy_command(layout, name, fdpass), notes
 
 
-def _keep_api_key(layout: SshLayout) -> List[str]:
+def _keep_api_key(layout: Layout) -> List[str]:
     """ssh (and VS Code, started from a dock) may not see the shell's NGROK_API_KEY: keep it in the
     0600 file the proxy reads, once."""
     value = os.environ.get(API_KEY_VAR, "").strip()
@@ -410,6 +442,8 @@ def _keep_api_key(layout: SshLayout) -> List[str]:
             return []
     except OSError:
         pass
+    from remote.files import atomic_write
+
     layout.ensure_managed_dir()
     atomic_write(path, value + "\n", mode=0o600)
     return [f"kept {API_KEY_VAR} in {path} (0600), where `remotectl proxy` reads it when ssh or VS Code "
@@ -428,7 +462,7 @@ def program() -> List[str]:
     return [os.path.abspath(sys.executable), "-m", "remote.cli"]
 
 
-def proxy_command(layout: SshLayout, name: str, fdpass: bool) -> str:
+def proxy_command(layout: Layout, name: str, fdpass: bool) -> str:
     """`"<remotectl>" proxy [--ssh-dir D] [--fdpass] NAME`, quoted for the shell ssh hands it to."""
     argv = program() + ["proxy"]
     if not layout.is_default:
@@ -453,7 +487,7 @@ def _posix_quote(arg: str, always: bool = False) -> str:
     return "'" + arg.replace("'", "'\"'\"'") + "'"
 
 
-def describe(layout: SshLayout, name: str, source: str) -> Dict[str, Any]:
+def describe(layout: Layout, name: str, source: str) -> Dict[str, Any]:
     """What `hosts` and `check` show: the source, the last address followed and its record's age."""
     import time
 
@@ -467,7 +501,7 @@ def describe(layout: SshLayout, name: str, source: str) -> Dict[str, Any]:
     return shown
 
 
-def probe_endpoint(layout: SshLayout, record: Any, pinned_key: Optional[str]):
+def probe_endpoint(layout: Layout, record: Any, pinned_key: Optional[str]):
     """The paramiko probe's endpoint for a followed host: resolved here, exactly as the proxy does."""
     from remote.client.probe import Endpoint
 

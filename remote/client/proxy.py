@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 from typing import List, Optional, Sequence
 
 from remote.errors import BadInput, RemotectlError
@@ -80,9 +79,8 @@ def _say(message: str) -> None:
 
 def run(name: str, ssh_dir: Optional[str], fdpass: bool) -> int:
     from remote.client import follow
-    from remote.client.layout import layout
 
-    lay = layout(ssh_dir)
+    lay = follow.paths(ssh_dir)
     followed = follow.load(lay, name)
     resolved = follow.resolve(lay, followed)
     if resolved.kind == "cloudflared":
@@ -139,6 +137,8 @@ def _pass(sock: socket.socket) -> None:
 
 def _bridge(sock: socket.socket) -> int:
     """stdin -> socket and socket -> stdout until the server closes (portable: threads, no select)."""
+    import threading
+
     def upstream() -> None:
         try:
             while True:
