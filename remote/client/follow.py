@@ -76,6 +76,7 @@ class Followed(NamedTuple):
     source: str  # an absolute folder, or "ngrok"
     pinned_key: str  # "ssh-ed25519 AAAA..."
     fdpass: bool = False
+    cloudflared: Optional[str] = None  # the one `connect --cloudflared` named, for hosts behind Cloudflare
 
     @property
     def key(self) -> str:
@@ -121,7 +122,8 @@ def load(layout: Layout, name: str) -> Followed:
     if not pinned:
         raise FollowError(f"{found}: no host key is pinned in {layout.known_hosts}, so no record can "
                           f"be checked; run `remotectl connect <card> --name {found} --follow ...` again")
-    return Followed(found, spec["source"], pinned, bool(spec.get("fdpass")))
+    named = spec.get("cloudflared")
+    return Followed(found, spec["source"], pinned, bool(spec.get("fdpass")), named if isinstance(named, str) else None)
 
 
 def source_label(source: str) -> str:
@@ -379,7 +381,7 @@ def _from_ngrok(layout: Layout, followed: Followed) -> Resolved:
 
 # -- for connect and check --------------------------------------------------------------------
 def prepare(layout: Layout, source: str, host_key: Optional[str], name: str,
-            session: Optional[str] = None) -> Tuple[Dict[str, Any], str, List[str]]:
+            session: Optional[str] = None, cloudflared: Optional[str] = None) -> Tuple[Dict[str, Any], str, List[str]]:
     """Validate `--follow SOURCE` before anything is written: (the record's `follow`, the
     ProxyCommand, notes). BadInput for a source that cannot work; RemotectlError (exit 1) for a
     folder whose record is not this host's."""
@@ -420,7 +422,10 @@ def prepare(layout: Layout, source: str, host_key: Optional[str], name: str,
                 notes.append(f"the record in {folder} is from an earlier runtime ({record.session}); "
                              "it has not synced yet, or this runtime was started without --persist there")
     fdpass = os.name == "posix" and hasattr(__import__("socket"), "send_fds")
-    return {"source": source, "fdpass": fdpass}, proxy_command(layout, name, fdpass), notes
+    spec: Dict[str, Any] = {"source": source, "fdpass": fdpass}
+    if cloudflared:
+        spec["cloudflared"] = os.path.abspath(os.path.expanduser(cloudflared))
+    return spec, proxy_command(layout, name, fdpass), notes
 
 
 def _keep_api_key(layout: Layout) -> List[str]:
@@ -512,18 +517,19 @@ def probe_endpoint(layout: Layout, record: Any, pinned_key: Optional[str]):
     if resolved.kind == "cloudflared":
         from remote import cloudflared
 
-        proxy = cloudflared.proxy_command(cloudflared_path())
+        proxy = cloudflared.proxy_command(cloudflared_path(followed.cloudflared))
         return Endpoint(resolved.host, 22, record.user, record.identity, pinned_key, proxy)
     return Endpoint(resolved.host, resolved.port, record.user, record.identity, pinned_key, proxy)
 
 
-def cloudflared_path() -> Path:
-    """cloudflared on this computer, for a followed host that moved behind a quick tunnel."""
+def cloudflared_path(chosen: Optional[str] = None) -> Path:
+    """cloudflared on this computer, for a followed host behind a Cloudflare tunnel: the one
+    `connect --cloudflared` named, else $REMOTECTL_CLOUDFLARED, PATH, remotectl's install folder."""
     from remote import cloudflared
 
-    named = os.environ.get("REMOTECTL_CLOUDFLARED")
-    if named and os.path.isfile(named) and os.access(named, os.X_OK):
-        return Path(os.path.abspath(named))
+    for named in (chosen, os.environ.get("REMOTECTL_CLOUDFLARED")):
+        if named and os.path.isfile(named) and os.access(named, os.X_OK):
+            return Path(os.path.abspath(named))
     found = cloudflared.find_cloudflared([cloudflared.default_install_dir()])
     if found is None:
         raise FollowError("the followed host is now behind a Cloudflare tunnel, and cloudflared is not "

@@ -103,7 +103,8 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
     if follow is not None:  # the entry's ProxyCommand becomes `remotectl proxy NAME`
         from remote.client import follow as following
 
-        spec, proxy, notes = following.prepare(layout, follow, target.host_key, name, target.session)
+        spec, proxy, notes = following.prepare(layout, follow, target.host_key, name, target.session,
+                                               cloudflared=cloudflared)
     return ConnectRequest(target, name, ident, specs, folder, proxy_command=proxy, follow=spec, notes=notes)
 
 

@@ -84,7 +84,7 @@ def run(name: str, ssh_dir: Optional[str], fdpass: bool) -> int:
     followed = follow.load(lay, name)
     resolved = follow.resolve(lay, followed)
     if resolved.kind == "cloudflared":
-        argv = [str(follow.cloudflared_path()), "access", "ssh", "--hostname", resolved.host]
+        argv = [str(follow.cloudflared_path(followed.cloudflared)), "access", "ssh", "--hostname", resolved.host]
         follow.remember(lay, followed, resolved)
         return _cloudflared(argv, fdpass)
     sock = _dial(name, resolved, followed.source)

@@ -342,7 +342,8 @@ def forget_agent_config(state_dir: Path) -> None:
 
 
 def _agent_env() -> Dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("NGROK_AUTHTOKEN", "REMOTECTL_PASSWORD")}
+    return {k: v for k, v in os.environ.items()
+            if k not in ("NGROK_AUTHTOKEN", "REMOTECTL_PASSWORD", "TUNNEL_TOKEN")}
 
 
 def _quiet_pyngrok() -> None:
@@ -456,12 +457,22 @@ class CloudflaredTunnel(Tunnel):
         assert self.path is not None
         self._tracker = tracker
         metrics_port = free_port()
-        tracker.expect("agent", cloudflared.tunnel_argv(self.path, local_port, metrics_port)[1:])
+        named = self.request.hostname
+        env = _agent_env()
+        if named:  # a named tunnel: its token by environment only, its ingress set at Cloudflare
+            from remote.cloudflared.quicktunnel import named_tunnel_argv
+
+            argv = named_tunnel_argv(self.path, metrics_port)
+            env["TUNNEL_TOKEN"] = self.request.tunnel_token or ""
+        else:
+            argv = cloudflared.tunnel_argv(self.path, local_port, metrics_port)
+        tracker.expect("agent", argv[1:])
         proc = cloudflared.start_quick_tunnel(self.path, local_port, metrics_port, self.log_path,
-                                              env=_agent_env())
+                                              env=env, argv=argv)
         tracker.started("agent", proc.pid)
         try:
-            hostname = cloudflared.wait_hostname(metrics_port, timeout, proc, log_path=self.log_path)
+            hostname = cloudflared.wait_hostname(metrics_port, timeout, proc, log_path=self.log_path,
+                                                 known_hostname=named)
         except BaseException:
             tracker.stopped("agent")  # wait_hostname stopped it
             raise
