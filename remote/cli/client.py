@@ -14,6 +14,7 @@ import click
 from remote.cli.common import emit_json, info, json_option, ssh_dir_option, warn
 
 TIMEOUT_HELP = "Seconds to wait for the host at each step."
+GPUS = ("T4", "L4", "A100", "H100", "G4")  # remote.client.colab_route.GPUS (not imported at start-up)
 
 
 def _layout(ssh_dir: Optional[str]):
@@ -82,7 +83,17 @@ def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Op
 
 # -- connect --------------------------------------------------------------------------
 @click.command()
-@click.argument("card", nargs=-1, required=True)
+@click.argument("card", nargs=-1, required=False)
+@click.option("--colab", "colab_session", default=None, metavar="SESSION",
+              help="No card: Colab's own SSH, Google's `colab ssh --proxy-mode -s SESSION` (colab from "
+                   "$REMOTECTL_COLAB or PATH). The first connection creates a missing session.")
+@click.option("--gpu", type=click.Choice(GPUS, case_sensitive=False), default=None,
+              help="--colab: the accelerator when the first connection creates the session.")
+@click.option("--repo", default=None, metavar="URL",
+              help="--colab: clone this repository on the runtime unless it is there "
+                   "[default: $REMOTECTL_REPO_URL].")
+@click.option("--push", "push_dir", default=None, metavar="DIR",
+              help="--colab: copy this local folder (what git would carry) to the runtime.")
 @click.option("--name", default="colab", show_default=True, help="Host alias: `ssh NAME`.")
 @click.option("--identity", default=None, help="Private key [default: <ssh-dir>/remotectl_ed25519].")
 @click.option("--forward", "forwards", multiple=True, metavar="PORT|L:R",
@@ -107,7 +118,8 @@ def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Op
                    "NGROK_API_KEY); each ssh then reads its signed record (`remotectl proxy`).")
 @ssh_dir_option
 @json_option
-def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards: Sequence[str],
+def connect(card: Tuple[str, ...], colab_session: Optional[str], gpu: Optional[str], repo: Optional[str],
+            push_dir: Optional[str], name: str, identity: Optional[str], forwards: Sequence[str],
             host_key: Optional[str], port: Optional[int], user: Optional[str], no_check: bool,
             deep: bool, open_code: bool, path: Optional[str], timeout: float,
             cloudflared: Optional[str], follow: Optional[str], ssh_dir: Optional[str], as_json: bool) -> None:
@@ -115,22 +127,43 @@ def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards:
 
     CARD is the `remotectl connect rc1....` line the remote side printed, or a plain
     address: HOST:PORT, tcp://HOST:PORT, root@HOST -p PORT (with --host-key to pin).
+    Or no card: --colab SESSION, Colab's own SSH through Google's `colab` CLI.
     """
     from remote import keys
     from remote.client import manage, vscode
+    from remote.errors import BadInput
 
     lay = _layout(ssh_dir)
-    req = manage.prepare_connect(lay, card, name=name, identity=identity, forwards=forwards,
-                                 path=path, host_key=host_key, port=port, user=user,
-                                 cloudflared=cloudflared, follow=follow)
-    for note in req.notes:
-        _warn(note)
+    colab = None
+    if colab_session is not None:
+        from remote.client import colab_connect
+
+        if card or host_key or port or user or cloudflared or follow:
+            raise BadInput("--colab SESSION takes no card, address, --host-key, --port, --user, --cloudflared "
+                           "or --follow")
+        colab = colab_connect.prepare(lay, colab_session, name=name, identity=identity, gpu=gpu,
+                                      forwards=forwards, path=path, repo=repo, push=push_dir)
+        req = colab.connect
+        if colab.exists is False:
+            info(f"Colab session {colab.session} is not running: the first connection creates it"
+                 f"{' with a ' + colab.gpu if colab.gpu else ''} (this can take a few minutes).", as_json)
+        timeout = max(timeout, colab.first_timeout)
+    elif gpu or repo or push_dir:
+        raise BadInput("--gpu, --repo and --push are for --colab SESSION")
+    elif not card:
+        raise BadInput("nothing to connect to: give the card (`rc1....`), HOST:PORT, or --colab SESSION")
+    else:
+        req = manage.prepare_connect(lay, card, name=name, identity=identity, forwards=forwards,
+                                     path=path, host_key=host_key, port=port, user=user,
+                                     cloudflared=cloudflared, follow=follow)
+        for note in req.notes:
+            _warn(note)
     if not no_check:  # load paramiko (~0.3 s) while the files are written and fsynced
         # (only after validation: exiting while a daemon thread imports aborts the interpreter)
         import threading
 
         threading.Thread(target=__import__, args=("paramiko",), daemon=True).start()
-    if not req.target.host_key:
+    if not req.target.host_key and colab is None:
         _warn("no host key given, so the first connection will trust whatever key answers "
               "(StrictHostKeyChecking accept-new).\n"
               "Someone between you and the host at that moment would be trusted; pass --host-key "
@@ -151,6 +184,17 @@ def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards:
     error = None
     if not no_check:
         error = _check(lay, record.name, timeout, result, as_json, deep=deep, after_connect=True)
+    if colab is not None:
+        result["colab"] = {"session": colab.session, "gpu": colab.gpu, "existed": colab.exists,
+                           "cli": str(colab.cli.path), "cli_version": colab.cli.version, "project": None}
+        if no_check:
+            info(f"  No key pinned yet: `remotectl check {record.name}` learns it through Google's route "
+                 "(ssh refuses the host until then).", as_json)
+    if error is None and colab is not None:
+        if colab.warning:  # said once the login worked; a failed one explains itself
+            _warn(colab.warning)
+        if not no_check:
+            error = _bring_project(lay, colab, record, result, as_json)
     if error is None:
         info(f"Next: {lay.ssh_command(record.name)}    or    {vscode.shell_line(record.name, record.path)}",
              as_json)
@@ -164,6 +208,25 @@ def connect(card: Tuple[str, ...], name: str, identity: Optional[str], forwards:
         emit_json(result)
     if error is not None:
         raise error
+
+
+def _bring_project(lay, colab, record, result: dict, as_json: bool):
+    """Clone or copy the project onto the runtime; the error to raise, or None."""
+    from remote.client import colab_connect
+    from remote.errors import RemotectlError
+
+    try:
+        seeded = colab_connect.bring_project(lay, colab, record)
+    except RemotectlError as exc:
+        return type(exc)(exc.message, (exc.hint + "\n" if exc.hint else "") +
+                         "The entry stays written; `remotectl push` or the same connect again brings it.")
+    if seeded is None:
+        info(f"  No project brought: add --repo URL (cloned on the runtime) or --push DIR to put it in "
+             f"{record.path}.", as_json)
+        return None
+    result["colab"]["project"] = {"how": seeded.how, "path": seeded.path, "files": seeded.files}
+    info(seeded.line(), as_json)
+    return None
 
 
 def _include_json(change) -> Optional[dict]:
@@ -186,6 +249,9 @@ def _say_written(applied, lay, as_json: bool) -> None:
 
         info(f"  following {source_label(record.follow['source'])}: each connection goes where the newest "
              f"record signed by its pinned key says (ProxyCommand {record.proxy_command})", as_json)
+    elif record.tunnel == "colab":
+        info(f"  Colab session {record.session}, through Google's `colab ssh`: "
+             f"ProxyCommand {record.proxy_command}", as_json)
     elif record.proxy_command:
         info(f"  through ProxyCommand {record.proxy_command}", as_json)
     if record.host_key:
@@ -215,7 +281,18 @@ def _check(lay, name: str, timeout: float, result: dict, as_json: bool, deep: bo
         return exc
     report = outcome.report
     result["check"] = {"ok": True, **report.as_dict()}
-    if report.learned:
+    if outcome.record.tunnel == "colab" and report.learned:
+        # Trust on first use, on Google's authenticated route only (README: Security model).
+        new = keys.fingerprint(report.host_key)
+        result["check"]["relearned_from"] = keys.fingerprint(outcome.relearned) if outcome.relearned else None
+        if outcome.relearned and keys.bare(outcome.relearned) != keys.bare(report.host_key):
+            info(f"Re-learned the host key of Colab session {outcome.record.session} through Google's "
+                 f"`colab ssh` route: the runtime was recreated ({keys.fingerprint(outcome.relearned)} -> "
+                 f"{new}); files on the old runtime are gone.", as_json)
+        else:
+            info(f"Pinned host key {new} as {outcome.record.alias}, learned on the first login through "
+                 "Google's `colab ssh` route.", as_json)
+    elif report.learned:
         _warn(f"pinned the key the host presented on first use: {keys.fingerprint(report.host_key)}\n"
               "Compare it with the server's (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); "
               "a different key from now on is refused.")

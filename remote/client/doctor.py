@@ -278,7 +278,12 @@ def host(lay: SshLayout, record: HostRecord, managed_names: List[str], timeout: 
 
     key = pinned_key(lay, record)
     pinned = [key] if key else []
-    if record.host_key is None:
+    colab = record.tunnel == "colab"
+    if colab:  # no card: the key is learned through Google's route, so "not yet" is a note
+        from remote.client import colab_connect
+
+        found += colab_connect.pin_findings(lay, record)
+    elif record.host_key is None:
         found.append(Finding(what, NOTE, "no host key was given: the first key seen is trusted (accept-new)",
                              "connect with the card (or --host-key) to pin the key"))
     elif not pinned:
@@ -294,7 +299,9 @@ def host(lay: SshLayout, record: HostRecord, managed_names: List[str], timeout: 
     if wrong:
         found.append(Finding(what, PROBLEM, wrong + ": another block in the ssh config wins",
                              "see the Include line finding; remotectl's lines must come first"))
-    if record.proxy_command and not deep:
+    if colab:  # colab present and new enough, signed in, session running, answering
+        found += colab_connect.route_findings(lay, record, timeout)
+    elif record.proxy_command and not deep:
         found.append(Finding(what, NOTE, f"{record.endpoint} through a ProxyCommand: reachability "
                              "is checked with --deep"))
     elif deep:

@@ -137,8 +137,8 @@ def _record(req: ConnectRequest, old: Optional[HostRecord]) -> HostRecord:
     new = HostRecord(name=req.name, host=t.host, port=t.port, user=t.user, session=t.session,
                      identity=str(req.identity), tunnel=t.tunnel, host_key=t.host_key,
                      forwards=list(req.forwards), path=req.path,
-                     strict="yes" if t.host_key else "accept-new", proxy_command=req.proxy_command,
-                     follow=req.follow)
+                     strict="yes" if t.host_key or t.tunnel == "colab" else "accept-new",
+                     proxy_command=req.proxy_command, follow=req.follow)
     if old is not None:
         new.created, new.updated, new.last_check, new.other = old.created, old.updated, old.last_check, old.other
         if old.host_key and old.host_key == new.host_key:
@@ -343,6 +343,7 @@ class CheckOutcome:
     record: HostRecord
     report: object = None  # probe.ProbeReport
     error: Optional[RemotectlError] = None
+    relearned: Optional[str] = None  # Colab's route: the key a recreated runtime replaced
 
 
 def check(layout: SshLayout, name: Optional[str], timeout: float = 15.0, deep: bool = False) -> CheckOutcome:
@@ -350,6 +351,10 @@ def check(layout: SshLayout, name: Optional[str], timeout: float = 15.0, deep: b
     from remote.client import probe
 
     record = get_record(layout, name)
+    if record.tunnel == "colab":  # learned (and re-learned) through Google's route only
+        from remote.client import colab_connect
+
+        return colab_connect.check(layout, record, timeout=timeout, deep=deep)
     try:
         report = probe.probe(endpoint_for(layout, record), timeout=timeout, deep=deep)
     except RemotectlError as exc:

@@ -15,7 +15,7 @@ import json
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from remote import keys
 from remote.client import interpreter
@@ -82,6 +82,9 @@ class Endpoint:
     identity: str
     host_key: Optional[str]  # "type base64"; None: record the first key seen
     proxy_command: Optional[str] = None  # argv string with %h/%p, e.g. cloudflared access ssh
+    # A socket-like object for paramiko instead (Colab's route: colab_route.ProxySocket, whose
+    # failure() turns what the route said into one line).
+    sock_factory: Optional[Callable[[], Any]] = field(default=None, compare=False)
 
     @property
     def known_name(self) -> str:
@@ -158,8 +161,11 @@ def open_client(endpoint: Endpoint, timeout: float = 10.0):
     client.set_missing_host_key_policy(Policy())
     where = f"{endpoint.host}:{endpoint.port}"
     tcp_ms = None
+    sock = None
     try:
-        if endpoint.proxy_command:
+        if endpoint.sock_factory is not None:
+            sock = endpoint.sock_factory()
+        elif endpoint.proxy_command:
             # Expanded as ssh would (%h, %p, %%) and re-quoted for paramiko's shlex.split, so
             # Windows paths and a literal % survive.
             import shlex
@@ -191,6 +197,9 @@ def open_client(endpoint: Endpoint, timeout: float = 10.0):
                          "and run the bootstrap cell again.") from None
     except (OSError, socket.timeout, EOFError, paramiko.SSHException) as exc:
         client.close()
+        failed = sock.failure() if hasattr(sock, "failure") else None  # the route's own words
+        if failed is not None:
+            raise failed from None
         raise Unreachable(f"cannot reach {where}: {clean_line(exc) or type(exc).__name__}",
                           "Is the remote side still running (`remotectl up` / the bootstrap cell)? "
                           "A new runtime prints a new card.") from None

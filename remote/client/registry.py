@@ -78,8 +78,18 @@ class HostRecord:
                          known_hosts_file=str(layout.known_hosts),
                          strict_host_key_checking=self.strict,
                          forwards=tuple(parse_forward(f) for f in self.forwards),
-                         proxy_command=self.proxy_command,
-                         extra=(("ProxyUseFdpass", "yes"),) if (self.follow or {}).get("fdpass") else ())
+                         proxy_command=self.proxy_command, extra=self._extra(layout))
+
+    def _extra(self, layout: SshLayout) -> tuple:
+        """Colab's route allows one SSH connection per runtime: its entry shares one. A followed
+        host's proxy hands ssh the connected socket (ProxyUseFdpass)."""
+        if (self.follow or {}).get("fdpass"):
+            return (("ProxyUseFdpass", "yes"),)
+        if self.tunnel != "colab":
+            return ()
+        from remote.client.colab_route import control_options
+
+        return control_options(layout.managed_dir, self.name)
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)

@@ -151,7 +151,8 @@ class SshLink:
         if ssh is None:
             return self._open_paramiko()
         self._ssh = ssh
-        if os.name == "posix" and self.commands:
+        # Colab's entry shares its own connection (Google allows one per runtime): ride that one
+        if os.name == "posix" and self.commands and self.record.tunnel != "colab":
             self._mux_dir = tempfile.mkdtemp(prefix="rc-")  # 0700; a short path for the socket
         argv = self._base_argv(ssh)
         if self._mux_dir:
