@@ -316,17 +316,18 @@ def _followed(lay, record) -> Optional[dict]:
     return follow.describe(lay, record.name, record.follow.get("source", "?"))
 
 
-def _followed_text(followed: dict) -> str:
+def _followed_text(followed: dict, with_address: bool = True) -> str:
+    """`followed HOST:PORT from DIR (record 5m old)`, or what is known before the first connection."""
     from remote.client.follow import source_label
 
     where = source_label(followed["source"])
     if not followed.get("resolved"):
-        return f"follows {where} (not resolved yet)"
+        return f"follows {where}; not resolved yet"
     age = followed.get("record_age_s")
     shown = _ago(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - age))).replace(" ago", "") \
         if age is not None else "?"
-    return (f"followed {followed['host']}:{followed['port']} from {where} "
-            f"(record #{followed.get('seq')}, {shown} old)")
+    address = f" {followed['host']}:{followed['port']}" if with_address else ""
+    return f"followed{address} from {where} (record {shown} old)"
 
 
 # -- check, hosts, disconnect ---------------------------------------------------------
@@ -380,7 +381,11 @@ def hosts(ssh_dir: Optional[str], as_json: bool) -> None:
         else:
             checked = f"failed {_ago(last.get('at'))}: {last.get('error')}"
         followed = _followed(lay, r)
-        endpoint = f"{r.endpoint} ({_followed_text(followed)})" if followed else r.endpoint
+        endpoint = r.endpoint
+        if followed and followed.get("resolved"):
+            endpoint = f"{r.user}@{followed['host']}:{followed['port']}, {_followed_text(followed, False)}"
+        elif followed:
+            endpoint = f"{r.endpoint}, {_followed_text(followed)}"
         rows.append((r.name, endpoint, _ago(r.created).replace(" ago", ""), checked))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
