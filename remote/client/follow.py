@@ -204,12 +204,22 @@ def resolve(layout: Layout, followed: Followed) -> Resolved:
     return found
 
 
+def _read_small(path: Path) -> bytes:
+    """A regular file's first MAX_BYTES + 1 bytes; never blocks on a FIFO or reads a device endlessly."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        return os.read(fd, records.MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
 def _from_folder(followed: Followed, before: Optional[Dict[str, Any]]) -> Resolved:
     folder = Path(followed.source)
     path = folder / records.FILE_NAME
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(records.MAX_BYTES + 1)
+        data = _read_small(path)
     except FileNotFoundError:
         if not folder.is_dir():
             raise FollowError(f"{followed.name}: the followed folder {folder} is missing (is it synced: "

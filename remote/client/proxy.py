@@ -107,7 +107,7 @@ def _dial(name: str, resolved, source: str) -> socket.socket:
         age = max(0, int(time.time() - resolved.at))
         raise RemotectlError(f"{name}: cannot reach {resolved.host}:{resolved.port}, the address in the record "
                              f"from {source_label(source)} ({_age(age)} old, runtime {resolved.session}): "
-                             f"{exc.strerror or exc}; is the runtime still up?") from None
+                             f"{exc.strerror or exc}; is the runtime still up (or its new record not synced yet)?") from None
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock

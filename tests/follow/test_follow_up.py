@@ -214,3 +214,45 @@ def test_a_reserved_address_is_kept_and_an_unreserved_one_explained(runtimes, la
     bad = remotectl("up", "--tunnel", "direct", "--url", "tcp://1.tcp.ngrok.io:1", "--state-dir",
                     str(tmp_path / "state-bad"), env=runtimes.env)
     assert bad.returncode == 2 and "--url is an ngrok reserved TCP address" in bad.stderr
+
+
+KERNEL = """
+import sys
+import remote
+session = remote.up("ngrok", persist=sys.argv[1], state_dir=sys.argv[2], quiet=True)
+print("ready", flush=True)
+sys.stdin.read()  # the notebook kernel lives until the test closes this
+session.down()
+"""
+
+
+def test_the_notebook_kernel_brings_a_dead_agent_back_too(runtimes, laptop, tmp_path):
+    """The cell's default: the server lives in the kernel, whose watcher restarts the agent."""
+    import subprocess
+    import sys
+
+    state_dir = tmp_path / "state-kernel"
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL, str(runtimes.persist), str(state_dir)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=runtimes.env)
+    try:
+        assert kernel.stdout.readline().strip() == "ready", kernel.stderr.read()
+        first = json.loads((state_dir / "state.json").read_text())
+        assert laptop.connect(first["card"], str(runtimes.persist), "colab", "--no-check").returncode == 0
+        os.kill(first["pids"]["agent"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        info = first
+        while time.monotonic() < deadline and info.get("tunnel_restarts") != 1:
+            time.sleep(0.2)
+            try:
+                info = json.loads((state_dir / "state.json").read_text())
+            except (OSError, ValueError):
+                pass
+        assert info.get("tunnel_restarts") == 1 and info["port"] != first["port"]
+        out = ssh(laptop.ssh_dir, "colab", "echo kernel-back")
+        assert out.returncode == 0 and out.stdout.strip() == "kernel-back", out.stderr
+    finally:
+        kernel.stdin.close()
+        kernel.wait(60)
+    assert kernel.returncode == 0
+    assert_nothing_left(state_dir)

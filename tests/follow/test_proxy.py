@@ -14,7 +14,7 @@ import stat
 import subprocess
 
 import pytest
-from _followkit import remotectl, remotectl_lines, sign_record, snapshot, ssh
+from _followkit import clean_env, remotectl, remotectl_lines, sign_record, snapshot, ssh
 
 from remote import endpoint_record as records
 from remote import keys
@@ -102,7 +102,10 @@ def test_an_unreadable_record_is_refused(runtime, laptop, followed):
     path = runtime.persist / records.FILE_NAME
     path.unlink()
     path.mkdir()  # not a file (root reads through any mode, so a mode would prove nothing)
-    _refused(laptop, f"cannot read {path}")
+    _refused(laptop, f"cannot read {path}: not a regular file")
+    path.rmdir()
+    os.mkfifo(path)  # a pipe nobody writes: reading it must not hang ssh
+    _refused(laptop, f"cannot read {path}: not a regular file")
 
 
 def test_an_unsigned_or_damaged_record_is_refused(runtime, laptop, followed):
@@ -150,6 +153,12 @@ def test_pull_and_push_go_through_the_followed_entry(runtime, laptop, followed, 
                        "--ssh-dir", str(laptop.ssh_dir))
     assert pulled.returncode == 0, pulled.stderr
     assert (back / "upload" / "data.bin").read_bytes() == (local / "data.bin").read_bytes()
+    # Without OpenSSH (REMOTECTL_SSH=paramiko) the copy resolves the record itself, with the same checks.
+    again = tmp_path / "again"
+    pulled = remotectl("pull", "colab", str(remote_dir / "upload"), str(again), "--quiet", "--ssh-dir",
+                       str(laptop.ssh_dir), env=clean_env(REMOTECTL_SSH="paramiko"))
+    assert pulled.returncode == 0, pulled.stderr
+    assert (again / "upload" / "data.bin").read_bytes() == (local / "data.bin").read_bytes()
 
 
 def test_the_bridge_form_works_without_fd_passing(runtime, laptop, followed):
@@ -165,7 +174,7 @@ def test_an_address_that_does_not_answer_is_one_line_with_the_records_age(runtim
     out = ssh(laptop.ssh_dir, "colab", "true")
     lines = remotectl_lines(out.stderr)
     assert out.returncode == 255 and len(lines) == 1, out.stderr
-    assert f"cannot reach 127.0.0.1:{runtime.sshd.port}" in lines[0] and "is the runtime still up?" in lines[0]
+    assert f"cannot reach 127.0.0.1:{runtime.sshd.port}" in lines[0] and "is the runtime still up" in lines[0]
 
 
 def test_followed_state_is_private_and_goes_with_disconnect(runtime, laptop, followed):
@@ -186,3 +195,20 @@ def test_the_proxy_by_hand_refuses_a_host_that_follows_nothing(runtime, laptop):
                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert "plain does not follow a record" in out.stderr
+
+
+def test_an_ssh_folder_with_spaces_quotes_and_percent_still_proxies(runtime, tmp_path):
+    """The ProxyCommand names the ssh folder: ssh expands %-tokens and the shell reads quotes in it."""
+    odd = tmp_path / "it's 100% mine"
+    odd.mkdir(mode=0o700)
+    identity = odd / "id_ed25519"
+    runtime.sshd.authorize(keys.write_keypair(identity, comment="odd"))
+    ssh_dir = odd / "dot ssh"
+    done = remotectl("connect", runtime.sshd.card().encode(), "--follow", str(runtime.persist), "--ssh-dir",
+                     str(ssh_dir), "--identity", str(identity), "--json")
+    if done.returncode == 2 and "cannot read the path" in done.stderr:
+        pytest.fail(f"this OpenSSH refuses the folder itself: {done.stderr}")
+    assert done.returncode == 0, done.stderr
+    assert "%%" in json.loads(done.stdout)["proxy_command"]
+    out = ssh(ssh_dir, "colab", "echo odd-ok")
+    assert out.returncode == 0 and out.stdout.strip() == "odd-ok", out.stderr
