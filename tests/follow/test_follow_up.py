@@ -256,3 +256,28 @@ def test_the_notebook_kernel_brings_a_dead_agent_back_too(runtimes, laptop, tmp_
         kernel.wait(60)
     assert kernel.returncode == 0
     assert_nothing_left(state_dir)
+
+
+def test_a_restart_that_fails_for_a_while_is_tried_again_with_backoff(runtimes, laptop, tmp_path):
+    """ngrok's edge misbehaving for a while (its endpoints drop every connection): each new tunnel
+    fails its proven login and is retried, 1 s, 2 s, ... later, until one works."""
+    mode = tmp_path / "agent-mode"
+    runtimes.env["FAKE_NGROK_MODE_FILE"] = str(mode)
+    first = runtimes.up()
+    log = runtimes.state_dirs[-1] / "supervisor.log"
+    assert laptop.connect(first["card"], str(runtimes.persist), "colab", "--no-check").returncode == 0
+    mode.write_text("drop")
+    os.kill(first["pids"]["agent"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and log.read_text().count("a new tunnel failed") < 2:
+        time.sleep(0.2)
+    text = log.read_text()
+    assert "trying again in 1 s" in text and "trying again in 2 s" in text, text
+    mode.unlink()  # the edge recovers
+    state = runtimes.state_dirs[-1] / "state.json"
+    while time.monotonic() < deadline and json.loads(state.read_text()).get("tunnel_restarts") != 1:
+        time.sleep(0.2)
+    assert json.loads(state.read_text())["tunnel_restarts"] == 1, log.read_text()
+    out = ssh(laptop.ssh_dir, "colab", "echo recovered")
+    assert out.returncode == 0 and out.stdout.strip() == "recovered", out.stderr
+    runtimes.down()
