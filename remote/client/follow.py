@@ -153,19 +153,22 @@ def seen(layout: Layout, followed: Followed) -> Optional[Dict[str, Any]]:
 
 
 def remember(layout: Layout, followed: Followed, resolved: Resolved) -> None:
-    """Keep the highest sequence number and the address followed; written only when they change."""
+    """Keep the highest sequence number and the address followed; written only when they change
+    (the usual connection finds them unchanged and takes no lock)."""
+    fp = records.fingerprint_of(followed.pinned_key)
+    entry = {"fp": fp, "seq": resolved.seq, "digest": resolved.digest, "host": resolved.host,
+             "port": resolved.port, "kind": resolved.kind, "at": resolved.at, "session": resolved.session,
+             "source": followed.source}
+    if load_state(layout).get(followed.key) == entry:
+        return
     from remote.client.lock import locked
     from remote.files import atomic_write
 
     with locked(Path(layout.managed_dir) / STATE_LOCK, timeout_s=10):
         hosts = load_state(layout)
         old = hosts.get(followed.key) if isinstance(hosts.get(followed.key), dict) else {}
-        fp = records.fingerprint_of(followed.pinned_key)
         if old.get("fp") == fp and isinstance(old.get("seq"), int) and old["seq"] > resolved.seq:
             return  # another connection followed a newer record meanwhile
-        entry = {"fp": fp, "seq": resolved.seq, "digest": resolved.digest, "host": resolved.host,
-                 "port": resolved.port, "kind": resolved.kind, "at": resolved.at, "session": resolved.session,
-                 "source": followed.source}
         if old == entry:
             return
         hosts[followed.key] = entry
