@@ -29,14 +29,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 import time
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from remote.errors import RemotectlError
-from remote.hostnames import TUNNEL_KINDS, valid_host
+
+try:  # CPython's built-in SHA-256: `remotectl proxy` hashes on every connection, and hashlib loads OpenSSL
+    from _sha2 import sha256 as _sha256  # Python 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # Python 3.9 - 3.11
+    except ImportError:
+        from hashlib import sha256 as _sha256
 
 FILE_NAME = "endpoint.json"
 FORMAT = 1
@@ -101,7 +107,7 @@ def _unb64(text: str) -> bytes:
 
 def digest(data: Union[str, bytes]) -> str:
     """The SHA-256 of a record's exact bytes (what a verifier may remember instead of re-checking)."""
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+    return _sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 # -- signing (the server) -------------------------------------------------------------------------
@@ -138,7 +144,7 @@ def ed25519_raw(public_line: str) -> bytes:
 
 def fingerprint_of(public_line: str) -> str:
     blob = base64.b64decode(public_line.split()[1], validate=True)
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return "SHA256:" + base64.b64encode(_sha256(blob).digest()).decode().rstrip("=")
 
 
 def parse(data: Union[str, bytes]) -> Tuple[bytes, bytes]:
@@ -212,6 +218,8 @@ def _int(value: Any, low: int, high: int) -> bool:
 
 def check_fields(fields: Any) -> EndpointRecord:
     """Every field of a payload, checked whole; RecordError("invalid") for the first bad one."""
+    from remote.hostnames import TUNNEL_KINDS, valid_host
+
     if not isinstance(fields, dict):
         raise RecordError("invalid", "its payload is not an object")
     if _int(fields.get("v"), FORMAT + 1, 10 ** 6):

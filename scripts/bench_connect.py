@@ -106,6 +106,9 @@ def main() -> None:
         added = f"  +{(med - direct) * 1000:5.1f} ms" if name != "direct" else " (baseline)"
         print(f"  {name:<22} {med * 1000:7.1f} ms   x{med / direct:5.2f}{added}   "
               f"(min {min(values) * 1000:.0f}, max {max(values) * 1000:.0f})")
+    if sys.flags.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("  (PYTHONDONTWRITEBYTECODE is set: each proxy run compiles remotectl's modules, which an "
+              "installed copy's .pyc files spare)")
     added = statistics.median(follow_times["followed folder"]) - direct
     print(f"following a folder adds {added * 1000:.1f} ms: {'meets' if added < 0.05 else 'MISSES'} the 50 ms target")
 
