@@ -30,7 +30,9 @@ from remote.hostnames import TUNNEL_KINDS, valid_host  # noqa: F401 - both are p
 
 PREFIX = "rc"
 VERSION = 1
-_SHAPE = re.compile(r"rc(\d+)\.([A-Za-z0-9_-]+)\.([0-9a-f]{8})")  # always fullmatch: `$` accepts "\n"
+_SHAPE = re.compile(r"rc(\d{1,9})\.([A-Za-z0-9_-]+)\.([0-9a-f]{8})")  # always fullmatch: `$` accepts "\n"
+# A card's shape with any version number: read as a (perhaps damaged) card, never as a host name.
+_LOOKS_LIKE = re.compile(r"rc\d+\.[A-Za-z0-9_-]+\.[0-9a-f]{8}")
 _SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MAX_CARD = 8192  # a real card is ~250 characters; anything this long is not one
@@ -205,4 +207,5 @@ def new_session_id(nbytes: int = 6) -> str:
 def maybe_card(text: str) -> Optional[Card]:
     """The card in `text` if it looks like one, else None (for the client's plain forms)."""
     token = text.strip().split()[-1] if text.strip() else ""
-    return decode(token) if _SHAPE.fullmatch(token) or token.startswith(f"{PREFIX}{VERSION}.") else None
+    looks = _LOOKS_LIKE.fullmatch(token) or token.startswith(f"{PREFIX}{VERSION}.")
+    return decode(token) if looks else None

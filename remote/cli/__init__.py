@@ -58,6 +58,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         click.echo("remotectl: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `remotectl` (click >= 8.2): the help, not an error
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(0)
         hint = None
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f"Try '{exc.ctx.command_path} --help'."

@@ -27,7 +27,11 @@ def ensure_keypair(path: Path, comment: str, force: bool = False) -> KeyPair:
     """
     public_path = path.with_name(path.name + ".pub")
     if force or not path.exists():
-        return KeyPair(path, keys.write_keypair(path, comment, force=True), True)
+        try:
+            return KeyPair(path, keys.write_keypair(path, comment, force=True), True)
+        except OSError as exc:  # a file where a folder belongs, a read-only or missing place
+            raise RemotectlError(f"cannot write the key {path}: {exc.strerror or exc}",
+                                 "Give --path (or --ssh-dir) a place in a folder you can write.") from None
     try:
         line = public_path.read_text().strip()
         shown: Optional[str] = keys.bare(line) if line else None

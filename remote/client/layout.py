@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from remote.errors import RemotectlError
 from remote.files import private_dir
 
 
@@ -61,9 +62,14 @@ class SshLayout:
 
     def ensure_managed_dir(self) -> Path:
         """Create ~/.ssh (0700 when new) and ~/.ssh/remotectl (always 0700)."""
-        if not self.ssh_dir.exists():
-            private_dir(self.ssh_dir)
-        return private_dir(self.managed_dir)
+        try:
+            if not self.ssh_dir.exists():
+                private_dir(self.ssh_dir)
+            return private_dir(self.managed_dir)
+        except OSError as exc:  # a file in the way, a read-only disk, a folder of someone else's
+            raise RemotectlError(f"cannot make the folder {exc.filename or self.managed_dir}: "
+                                 f"{exc.strerror or exc}; nothing was written",
+                                 "Give --ssh-dir (or REMOTECTL_SSH_DIR) a folder you can write.") from None
 
 
 def system_ssh_dir() -> Path:

@@ -97,6 +97,7 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
     # Paths with quotes, spaces, '%', globs or non-ASCII: proven with this computer's own ssh
     # (in a scratch folder) before anything is written, or refused with the reason.
     sshconfig.preflight_paths(layout.managed_config, ident, layout.known_hosts)
+    sshconfig.check_user_config(layout.user_config)
     proxy = cloudflared_proxy(cloudflared) if target.tunnel == "cloudflared" else None
     folder = path or target.path or DEFAULT_PATH  # --path, else the card's project folder
     spec, notes = None, []
@@ -247,6 +248,7 @@ def disconnect(layout: SshLayout, name: Optional[str]) -> Applied:
     """Remove the entry and its pinned key; the last one out also removes the Include block."""
     if not layout.managed_dir.is_dir():
         resolve_name(Registry(), name)  # raises: nothing is managed here
+    sshconfig.check_user_config(layout.user_config)
     with locked(layout.lock_file):
         reg = registry.load(layout)
         name = resolve_name(reg, name)

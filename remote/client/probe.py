@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -146,6 +147,7 @@ def open_client(endpoint: Endpoint, timeout: float = 10.0):
     """A logged-in paramiko SSHClient, or HostKeyMismatch / Unreachable / AuthFailed."""
     import paramiko
 
+    _quiet_paramiko()
     seen: Dict[str, str] = {}
 
     class Policy(paramiko.MissingHostKeyPolicy):
@@ -209,6 +211,15 @@ def open_client(endpoint: Endpoint, timeout: float = 10.0):
     client.remotectl_learned = endpoint.host_key is None
     client.remotectl_tcp_ms = tcp_ms
     return client
+
+
+def _quiet_paramiko() -> None:
+    """paramiko's transport thread logs a failed handshake (a host that never sends its SSH
+    banner) with a traceback; with no handler, Python prints that on stderr beside our one
+    line. The failure reaches the caller as an exception anyway, so its log goes nowhere."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
 
 
 def run(client, command: str, timeout: float = 60.0, limit: int = 1024 * 1024) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 
 from remote.client.known_hosts import key_alias, legacy_alias
 from remote.client.layout import SshLayout
-from remote.client.sshconfig import HostEntry, parse_forward
+from remote.client.sshconfig import HostEntry, parse_forward, render_entry
 from remote.errors import RemotectlError
 from remote.files import atomic_write
 
@@ -132,10 +132,22 @@ def load(layout: SshLayout) -> Registry:
     except (OSError, ValueError) as exc:
         raise RemotectlError(f"cannot read {layout.registry}: {exc}",
                              "Move it aside and run `remotectl connect` again.") from None
-    if not isinstance(data, dict) or data.get("version", 0) > VERSION:
+    version = data.get("version", 0) if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
         raise RemotectlError(f"{layout.registry} was written by a newer remotectl",
                              "Upgrade: pip install -U remotectl")
-    hosts = {n: HostRecord.from_dict(n, d) for n, d in data.get("hosts", {}).items()}
+    try:
+        if not isinstance(version, int) or not isinstance(data.get("hosts", {}), dict):
+            raise TypeError("not the registry's shape")
+        hosts = {n: HostRecord.from_dict(n, d) for n, d in data.get("hosts", {}).items()}
+        for record in hosts.values():  # every record one an ssh entry can be written from
+            if not isinstance(record.port, int) or isinstance(record.port, bool):
+                raise TypeError(f"host {record.name!r} has the port {record.port!r}")
+            render_entry(record.entry(layout))
+    except (TypeError, ValueError, AttributeError, RemotectlError) as exc:
+        why = exc.message if isinstance(exc, RemotectlError) else str(exc)
+        raise RemotectlError(f"cannot read {layout.registry}: {why}",
+                             "It was edited or damaged: move it aside and run `remotectl connect` again.") from None
     return Registry(hosts, bool(data.get("user_config_created", False)))
 
 

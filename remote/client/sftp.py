@@ -16,6 +16,7 @@ is not UTF-8 is seen, and refused, by the caller's name check rather than lost).
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Dict, Iterator, Optional, Tuple
 
@@ -39,6 +40,7 @@ SAFE_CHUNK = 32 * 1024  # every SFTP server handles this (the draft's minimum is
 MAX_CHUNK = 256 * 1024
 IN_FLIGHT_BYTES = 4 * 1024 * 1024  # twice ssh's 2 MB channel window: the link never waits on us
 MAX_NAMES_PER_REPLY = 100_000
+SLOW_LINK = 16 * 1024  # bytes a second: a reply or write moving this slowly still counts as alive
 MAX_EXTENSIONS = 256
 
 S_IFMT, S_IFDIR, S_IFREG, S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
@@ -160,6 +162,11 @@ class SftpClient:
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader, self._writer = reader, writer
+        # While a read or write blocks on the stream: when it began, plus a second for every
+        # SLOW_LINK bytes it moves (None otherwise), so the link's owner can tell a stalled
+        # server from a slow one without a per-chunk loop here.
+        self.waiting_since: Optional[float] = None
+        self._unflushed = 0  # bytes handed to the writer since its last flush
         self._next_id = 1
         self.extensions: Dict[str, bytes] = {}
         self.read_chunk = SAFE_CHUNK
@@ -167,7 +174,11 @@ class SftpClient:
 
     # -- wire -------------------------------------------------------------------------
     def _read_exact(self, n: int) -> bytes:
-        data = self._reader.read(n)
+        self.waiting_since = time.monotonic() + n / SLOW_LINK
+        try:
+            data = self._reader.read(n)
+        finally:
+            self.waiting_since = None
         if data is None or len(data) < n:
             raise EOFError("the SFTP stream closed")
         return data
@@ -176,12 +187,26 @@ class SftpClient:
         """One request; `tail` (a WRITE's data) is written after `body` without joining them."""
         rid = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
-        self._writer.write(struct.pack(">IBI", len(body) + len(tail) + 5, kind, rid) + body)
-        if tail:
-            self._writer.write(tail)
+        size = len(body) + len(tail) + 9
+        self.waiting_since = time.monotonic() + size / SLOW_LINK
+        try:
+            self._writer.write(struct.pack(">IBI", size - 4, kind, rid) + body)
+            if tail:
+                self._writer.write(tail)
+        finally:
+            self.waiting_since = None
+        self._unflushed += size
         if flush:
-            self._writer.flush()
+            self.flush()
         return rid
+
+    def flush(self) -> None:
+        self.waiting_since = time.monotonic() + self._unflushed / SLOW_LINK
+        try:
+            self._writer.flush()
+        finally:
+            self.waiting_since = None
+        self._unflushed = 0
 
     def _recv(self) -> Tuple[int, int, _Reader]:
         length = struct.unpack(">I", self._read_exact(4))[0]
@@ -367,7 +392,7 @@ class SftpClient:
                     rid = self._send(READ, _pack_str(handle) + struct.pack(">QI", asked, length), flush=False)
                     pending[rid] = (asked, length)
                     asked += length
-                self._writer.flush()
+                self.flush()
                 while done in ready:
                     data = ready.pop(done)
                     sink(data)
@@ -417,7 +442,7 @@ class SftpClient:
                                  tail=data)
                 pending[rid] = len(data)
                 at += len(data)
-            self._writer.flush()
+            self.flush()
             if not pending:
                 return at
             kind, rid, reader = self._recv()

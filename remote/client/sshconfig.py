@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
-from remote.errors import BadInput
+from remote.errors import BadInput, RemotectlError
 from remote.files import atomic_write
 
 BEGIN = "# >>> remotectl >>> (managed block: `remotectl disconnect` removes it)"
@@ -32,7 +32,7 @@ BOM = b"\xef\xbb\xbf"
 _BEGIN_RE = re.compile(rb"(?:^|(?<=\A\xef\xbb\xbf))[ \t]*# >>> remotectl >>>[^\n]*\n?", re.M)
 _END_RE = re.compile(rb"^[ \t]*# <<< remotectl <<<[^\n]*(\n|$)", re.M)
 _SECTION_RE = re.compile(rb"^[ \t]*(host|match)([ \t]*=[ \t]*|[ \t]+)", re.I | re.M)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MANAGED_HEADER = (
     "# Written by remotectl: one Host block per `remotectl connect`.\n"
     "# Regenerated on every change; edit with remotectl connect/disconnect, not by hand.\n"
@@ -133,7 +133,7 @@ def preflight_paths(managed_config: os.PathLike, identity: os.PathLike, known_ho
 
 def check_name(name: str) -> str:
     """A host alias usable as `Host NAME` and `ssh NAME` (no patterns, no leading dash)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):  # match() with `$` takes "colab\n"
         raise BadInput(f"host name {name!r} is not valid",
                        "Use letters, digits, '.', '_' or '-' (e.g. --name colab).")
     return name
@@ -303,6 +303,18 @@ def _read(path: Path) -> Optional[bytes]:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a folder named config, a loop of links, no read permission
+        raise RemotectlError(f"cannot read {path}: {exc.strerror or exc}; nothing was written",
+                             f"ssh reads {path} as its config file: make it a readable file "
+                             "(or move it aside), then run the same command again.") from None
+
+
+def check_user_config(user_config: Path) -> None:
+    """RemotectlError (exit 1) unless the user's config is absent or a file we can read: called
+    before the first write, so such a config never leaves a half-made connect behind."""
+    target = _target(user_config)
+    if os.path.isdir(os.path.dirname(target)):  # else making the ssh folder says what is wrong
+        _read(target)
 
 
 def _read_only(path: Path) -> bool:

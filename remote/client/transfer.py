@@ -5,7 +5,7 @@ Paths, as rsync has them (people already know them):
   `SRC/.`) copies SRC's contents into DEST;
 - a file SRC lands in DEST when DEST is a folder (or ends in `/`), else as the file DEST;
 - "already there" means the same size and mtime; a finished copy gets the source's mtime
-  and mode (without set-id bits), so a second identical run copies nothing;
+  and mode (without set-id bits; a pull's within the umask), so a second identical run copies nothing;
 - symlinks are copied as symlinks when they point inside the tree, never followed.
 
 Safety, because a card can come from anyone and the machine behind it may be hostile:
@@ -47,6 +47,7 @@ MAX_ENTRIES = 2_000_000  # in one copy: a listing that never ends is an attack, 
 MAX_DEPTH = 256
 MAX_META = 4096
 HASH_BATCH_CHARS = 32_000
+DIGEST_MARK = "@@sha256"
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 BINARY = getattr(os, "O_BINARY", 0)
 
@@ -179,8 +180,9 @@ def _walk_remote(client: sf.SftpClient, root: str, warn: Warn, stats: TransferSt
             if count > MAX_ENTRIES:
                 raise sf.ProtocolError(f"{clean_line(root)} lists more than {MAX_ENTRIES} entries")
             here = rel + (name,)
-            why = name_problem(name) or (f"a name ending in {PART_SUFFIX!r}, which remotectl keeps for "
-                                        "partial copies" if name.endswith((PART_SUFFIX, META_SUFFIX)) else None)
+            why = name_problem(name) or (f"a name ending in {clean_line(name[name.rfind('.remotectl'):])!r}, "
+                                        "which remotectl keeps for its partial copies and links"
+                                        if name.endswith((PART_SUFFIX, META_SUFFIX, LINK_TEMP)) else None)
             if why is None and name in seen:
                 why = "listed twice in one folder"
             if why:
@@ -349,7 +351,7 @@ def _pull_file(client: sf.SftpClient, tree: LocalTree, item: Item, stats: Transf
         _unlink_quiet(meta)
         raise Refused("it changed on the remote while it was being copied; run the pull again")
     if item.mode is not None:
-        os.chmod(part, item.mode & 0o777)
+        os.chmod(part, item.mode & 0o777 & ~_umask())
     if item.mtime is not None:
         os.utime(part, (item.atime if item.atime is not None else item.mtime, item.mtime))
     os.replace(part, target)
@@ -406,11 +408,19 @@ def _finish_local_dirs(tree: LocalTree, dirs: List[Item]) -> None:
             if stat.S_ISLNK(os.lstat(path).st_mode):
                 continue
             if item.mode is not None:
-                os.chmod(path, (item.mode & 0o777) | 0o700)
+                os.chmod(path, (item.mode & 0o777 & ~_umask()) | 0o700)
             if item.mtime is not None:
                 os.utime(path, (item.atime if item.atime is not None else item.mtime, item.mtime))
         except OSError:
             pass
+
+
+def _umask() -> int:
+    """This process's umask: a pulled file keeps its mode (0600 stays 0600) within it, as tar
+    extracts for a user, so a remote cannot make files on this laptop writable by others."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _sha256_local(path: Path) -> str:
@@ -431,13 +441,18 @@ def remote_sha256(run: Callable[[str], bytes], paths: List[str]) -> List[Optiona
     def flush() -> None:
         if not batch:
             return
+        # Each digest on its own marked, numbered line: what a start-up file prints for every
+        # command (`echo Welcome` in ~/.bashrc) must not shift one file's digest onto another.
         command = f"{prelude} {' '.join(shlex.quote(p) for p in batch)}; do " \
-                  "d=$($h < \"$f\" 2>/dev/null); printf '%.64s\\n' \"$d\"; done"
-        lines = run(command).decode("ascii", "replace").splitlines()
-        for i in range(len(batch)):
-            line = lines[i].strip() if i < len(lines) else ""
-            out.append(line.lower() if len(line) == 64 and all(c in "0123456789abcdefABCDEF" for c in line)
-                       else None)
+                  "d=$($h < \"$f\" 2>/dev/null); printf '%s %d %.64s\\n' " \
+                  f"{DIGEST_MARK} \"$i\" \"$d\"; i=$((i+1)); done"
+        found: Dict[int, str] = {}
+        for line in run("i=0; " + command).decode("ascii", "replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == DIGEST_MARK and parts[1].isdigit() and len(parts[2]) == 64 \
+                    and all(c in "0123456789abcdefABCDEF" for c in parts[2]):
+                found.setdefault(int(parts[1]), parts[2].lower())
+        out.extend(found.get(i) for i in range(len(batch)))
         batch.clear()
 
     for path in paths:

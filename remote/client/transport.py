@@ -18,6 +18,9 @@ Where there is no `ssh` (or `REMOTECTL_SSH=paramiko`), paramiko with the pinned 
 known_hosts carries the same SFTP client, slower but with the same checks.
 ssh's own stderr can hold remote text (a server banner, a disconnect message): it is
 captured, never passed through, and shown only as one cleaned line when something fails.
+A server that stops answering (its transport still alive, so ssh's ServerAlive never fires)
+would otherwise hang the copy for ever: when no byte moves on the SFTP stream for
+`reply_limit(timeout)` seconds, the link is closed and the copy says so (the next run resumes).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import List, Optional
 
 from remote.client.layout import SshLayout
@@ -44,6 +48,12 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ names it; the number is 
 
 class LinkFailed(RemotectlError):
     """The login for a copy failed (unreachable, key refused, host key not the pinned one)."""
+
+
+def reply_limit(timeout: float) -> float:
+    """Seconds an SFTP read or write may wait with no byte moving before the server counts as
+    gone: four of `--timeout` (60 s by default), room for a slow disk's close or fsync."""
+    return max(5.0, 4.0 * timeout)
 
 
 def ssh_binary() -> Optional[str]:
@@ -125,6 +135,8 @@ class SshLink:
         self._client = None  # paramiko SSHClient in the fallback
         self._mux_dir: Optional[str] = None
         self._ssh: Optional[str] = None
+        self._stalled: Optional[float] = None  # the limit that ran out, when the watchdog closed the link
+        self._closing = threading.Event()
 
     def __enter__(self) -> SshLink:
         self.open()
@@ -168,11 +180,28 @@ class SshLink:
         _widen_pipes(self._proc)
         self._stderr = _StderrTail(self._proc.stderr)
         self._stderr.start()
+        client = SftpClient(self._proc.stdout, self._proc.stdin)
+        self._watch(client, self._proc)
         try:
-            self.sftp = SftpClient(self._proc.stdout, self._proc.stdin).init()
+            self.sftp = client.init()
         except (EOFError, OSError, ProtocolError) as exc:
             raise self._failure(exc) from None
         return self
+
+    def _watch(self, client: SftpClient, proc: subprocess.Popen) -> None:
+        """End ssh when the stream has stood still for the reply limit (the blocked call then
+        sees the end of the stream, and the copy stops with one line saying why)."""
+        limit = reply_limit(self.timeout)
+
+        def run() -> None:
+            while not self._closing.wait(min(1.0, limit / 10)):
+                since = client.waiting_since
+                if since is not None and time.monotonic() - since > limit and proc.poll() is None:
+                    self._stalled = limit
+                    proc.kill()
+                    return
+
+        threading.Thread(target=run, daemon=True, name="remotectl-sftp-watchdog").start()
 
     def _failure(self, exc: BaseException) -> RemotectlError:
         """Why the ssh process stopped serving SFTP, from its exit status and stderr."""
@@ -193,6 +222,11 @@ class SshLink:
             self._stderr.join(timeout=5)
         line = self._stderr.last_line() if self._stderr else ""
         self.close()
+        if self._stalled is not None:
+            return LinkFailed(f"{self.record.name} stopped answering: nothing came back for "
+                              f"{self._stalled:.0f} s, so the copy was stopped",
+                              "Check the remote side (`remotectl check`); run the same command again "
+                              "once it answers: finished files are skipped and the interrupted one resumes.")
         if isinstance(exc, ProtocolError) and not line:
             return LinkFailed(f"{self.record.name}: {exc.message}")
         if self.sftp is not None:  # it had worked: the link died during the copy
@@ -209,6 +243,7 @@ class SshLink:
         self._client = probe.open_client(manage.endpoint_for(self.layout, self.record), timeout=self.timeout)
         channel = self._client.get_transport().open_session(timeout=self.timeout)
         channel.invoke_subsystem("sftp")
+        channel.settimeout(reply_limit(self.timeout))  # a server that stops answering ends the copy
         self._channel = channel
         try:
             self.sftp = SftpClient(channel.makefile("rb", PIPE_BUFFER), channel.makefile("wb", PIPE_BUFFER)).init()
@@ -238,6 +273,7 @@ class SshLink:
 
     # -- closing ----------------------------------------------------------------------
     def close(self) -> None:
+        self._closing.set()
         proc, self._proc = self._proc, None
         if proc is not None:
             for pipe in (proc.stdin, proc.stdout):

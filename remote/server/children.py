@@ -41,7 +41,11 @@ class Child:
     def running(self) -> Dict[int, int]:
         """{pid: start} of the live process(es) this entry names."""
         if self.pid is not None:
-            return {self.pid: self.start} if processes.is_alive(self.pid, self.start) else {}
+            # pid + start time say which process; its arguments must still name our state dir
+            # too (sshd's rewritten title keeps them), so no damaged record reaches another one.
+            ours = processes.is_alive(self.pid, self.start) and (
+                not self.marker or processes.has_arguments(processes.command_line(self.pid), self.marker))
+            return {self.pid: self.start} if ours else {}
         slack = processes.ticks_per_second()
         return processes.find_started(self.marker, self.expected_at - slack,
                                       self.expected_at + SPAWN_WINDOW_S * slack)
@@ -124,9 +128,10 @@ class Record:
             data = json.loads(path.read_text())
             owner = Owner(**data["owner"])
             children = {name: Child(**entry) for name, entry in (data.get("children") or {}).items()}
+            _check_types(owner, children)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RemotectlError(f"cannot read {path}: {exc}",
                                  f"If no server runs from {state_dir}, remove that file.") from None
         return cls(state_dir=state_dir, owner=owner, children=children)
@@ -147,6 +152,20 @@ class Record:
                     processes.stop(pid, start, grace=grace)
                 stopped[name] = pid
         return stopped
+
+
+def _check_types(owner: Owner, children: Dict[str, Child]) -> None:
+    """TypeError unless every field has the type the owner writes (a damaged file is refused
+    whole, with the fix, rather than half-used)."""
+    def number(value: object, optional: bool = True) -> bool:
+        return (value is None and optional) or (isinstance(value, int) and not isinstance(value, bool))
+
+    if not (number(owner.pid, optional=False) and number(owner.start) and isinstance(owner.mode, str)):
+        raise TypeError("its owner entry is not one remotectl wrote")
+    for name, child in children.items():
+        if not (isinstance(child.marker, list) and all(isinstance(m, str) for m in child.marker)
+                and number(child.expected_at, optional=False) and number(child.pid) and number(child.start)):
+            raise TypeError(f"its entry for {name!r} is not one remotectl wrote")
 
 
 def stop_with_connections(pid: int, start: Optional[int], grace: float = 5.0) -> bool:

@@ -140,6 +140,11 @@ def check_input(options: UpOptions, creds: Credentials, echo: Echo) -> None:
 
 def check_state_dir(folder: Path) -> None:
     """The state dir can be made private and written, and sshd's StrictModes would accept it."""
+    odd = next((ch for ch in str(folder) if ch in '"\\' or ord(ch) < 32 or ord(ch) == 127), None)
+    if odd is not None:  # sshd_config names files in the state dir: no quoting holds these everywhere
+        raise BadInput(f"--state-dir {str(folder)!r} holds {odd!r}, which sshd's config file cannot name",
+                       "Give --state-dir a path without double quotes, backslashes or control characters "
+                       "(the default is ~/.local/state/remotectl).")
     refused = strictmodes.first_refused(folder)
     if refused:
         raise BadInput(f"--state-dir {folder}: {strictmodes.describe(*refused)}",

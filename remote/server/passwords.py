@@ -39,6 +39,9 @@ RECORD_DIR = Path("/etc/remotectl")
 RECORD = RECORD_DIR / "password-restore.json"
 LEGACY_RESTORE = "password.restore"  # the per-state-dir record of remotectl 0.1
 MIN_LENGTH = 12
+# libxcrypt, which chpasswd hashes with, takes passphrases shorter than 512 bytes (and sshd
+# checks none longer than 1024): a longer one could never be set, nor logged in with.
+MAX_BYTES = 511
 HASH_ROUNDS = 500_000
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
 
@@ -65,6 +68,10 @@ def check_strength(password: str, user: str) -> None:
     if any(c in password for c in ("\n", "\r", ":", "\0")):
         raise BadInput("the password may not hold a newline, ':' or NUL (chpasswd reads user:password lines)",
                        hint)
+    size = len(password.encode("utf-8", "surrogateescape"))
+    if size > MAX_BYTES:
+        raise BadInput(f"the password is {size} bytes long; the system's password hashing (crypt) "
+                       f"takes at most {MAX_BYTES}", hint)
     if len(password) < MIN_LENGTH:
         raise BadInput(f"the password has {len(password)} characters; password login through a public "
                        f"tunnel needs at least {MIN_LENGTH}", hint)

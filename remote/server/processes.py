@@ -112,11 +112,17 @@ def children_of(pid: int) -> List[int]:
 
 
 def is_alive(pid: Optional[int], started: Optional[int]) -> bool:
-    """True if `pid` still runs and is the very process recorded (same start time)."""
-    if not pid:
+    """True if `pid` still runs and is the very process recorded (same start time).
+
+    Without a recorded start time nothing proves that a live `pid` is still ours (pids are
+    reused), so it does not count: a damaged or foreign record never gets an unrelated
+    process signalled. Neither do pid 1 and below (init; `kill(-1)` would be everyone).
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return False
-    now = start_time(pid)
-    return now is not None and (started is None or now == started)
+    if not isinstance(started, int) or isinstance(started, bool):
+        return False
+    return start_time(pid) == started
 
 
 def stop(pid: Optional[int], started: Optional[int], grace: float = 5.0) -> bool:

@@ -104,6 +104,15 @@ def ensure_host_key(state_dir: Path) -> str:
     return keys.bare(line)
 
 
+def config_path_arg(path: Path, tokens: bool = False) -> str:
+    """A state-dir path as one sshd_config argument: in double quotes (so spaces, `#` and `'`
+    stay part of it, in every sshd since quotes were read), `%` doubled where sshd expands
+    tokens (AuthorizedKeysFile: `%h` is a home folder). Paths holding `"`, `\\` or control
+    characters are refused before this (options.check_state_dir)."""
+    text = str(path).replace("%", "%%") if tokens else str(path)
+    return f'"{text}"'
+
+
 def render_config(settings: SshdSettings) -> str:
     """The whole sshd_config. Every choice below is deliberate; see the comments in the file."""
     state = settings.state_dir
@@ -116,9 +125,9 @@ def render_config(settings: SshdSettings) -> str:
         "# Written by remotectl for this state dir only. /etc/ssh is neither read nor changed.",
         f"Port {settings.port}",
         f"ListenAddress {settings.bind}",
-        f"HostKey {state / HOST_KEY}",
-        f"PidFile {state / 'sshd.pid'}",
-        f"AuthorizedKeysFile {state / 'authorized_keys'}",
+        f"HostKey {config_path_arg(state / HOST_KEY)}",
+        f"PidFile {config_path_arg(state / 'sshd.pid')}",
+        f"AuthorizedKeysFile {config_path_arg(state / 'authorized_keys', tokens=True)}",
         f"AllowUsers {settings.user}",
         "PubkeyAuthentication yes",
         f"PasswordAuthentication {'yes' if settings.password_login else 'no'}",

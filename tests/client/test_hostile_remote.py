@@ -143,7 +143,8 @@ def test_verify_runs_over_the_same_login_and_a_lying_digest_fails_the_entry(host
 
     def answer(command: str) -> bytes:  # the remote's "sha256sum", lying about one file
         names = [p for p in digests if p in command]
-        return "".join(digests[n] + "\n" for n in sorted(names, key=command.index)).encode()
+        return "".join(f"@@sha256 {i} {digests[n]}\n"  # the numbered lines the command prints
+                       for i, n in enumerate(sorted(names, key=command.index))).encode()
 
     hostile.exec_output = answer
     assert connect(ssh_dir, client_key, hostile, "--no-check").returncode == 0
