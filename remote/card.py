@@ -26,17 +26,15 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from remote.errors import BadInput
+from remote.hostnames import TUNNEL_KINDS, valid_host  # noqa: F401 - both are part of the card's API
 
 PREFIX = "rc"
 VERSION = 1
-TUNNEL_KINDS = ("direct", "ngrok", "cloudflared")
 _SHAPE = re.compile(r"rc(\d{1,9})\.([A-Za-z0-9_-]+)\.([0-9a-f]{8})")  # always fullmatch: `$` accepts "\n"
 # A card's shape with any version number: read as a (perhaps damaged) card, never as a host name.
 _LOOKS_LIKE = re.compile(r"rc\d+\.[A-Za-z0-9_-]+\.[0-9a-f]{8}")
 _SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
-_HOST_V6 = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 MAX_CARD = 8192  # a real card is ~250 characters; anything this long is not one
 # Characters a shell, cmd.exe or PowerShell would act on, refused in the card's folder (which
 # reaches `code`, the terminal and ssh_config): no quoting is then ever needed to keep it inert.
@@ -145,18 +143,6 @@ def validate(card: Card) -> None:
         if why:
             raise CardError(f"the card's interpreter {_shown(card.python)} is not usable: {why}")
     _check_host_key(card.host_key)
-
-
-def valid_host(host: object) -> bool:
-    """A DNS name, an IPv4 address, or an IPv6 literal (bare or in brackets); no leading dash."""
-    if not isinstance(host, str):
-        return False
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        return ":" in host and bool(_HOST_V6.fullmatch(host))
-    if ":" in host:
-        return bool(_HOST_V6.fullmatch(host))
-    return bool(_HOST_NAME.fullmatch(host))
 
 
 def folder_problem(path: object) -> Optional[str]:

@@ -112,13 +112,17 @@ def keygen(path: Optional[str], force: bool, comment: Optional[str], ssh_dir: Op
 @click.option("--cloudflared", "cloudflared", default=None, metavar="PATH",
               help="cloudflared cards: the cloudflared to run [default: $REMOTECTL_CLOUDFLARED, PATH, "
                    "or the one `remotectl install-cloudflared` installed].")
+@click.option("--follow", "follow", default=None, metavar="DIR|ngrok",
+              help="Follow the runtime to new addresses: DIR is this computer's copy of the server's "
+                   "--persist folder (e.g. Google Drive for desktop), or `ngrok` (the ngrok API, key from "
+                   "NGROK_API_KEY); each ssh then reads its signed record (`remotectl proxy`).")
 @ssh_dir_option
 @json_option
 def connect(card: Tuple[str, ...], colab_session: Optional[str], gpu: Optional[str], repo: Optional[str],
             push_dir: Optional[str], name: str, identity: Optional[str], forwards: Sequence[str],
             host_key: Optional[str], port: Optional[int], user: Optional[str], no_check: bool,
             deep: bool, open_code: bool, path: Optional[str], timeout: float,
-            cloudflared: Optional[str], ssh_dir: Optional[str], as_json: bool) -> None:
+            cloudflared: Optional[str], follow: Optional[str], ssh_dir: Optional[str], as_json: bool) -> None:
     """Pin the host key, write the ssh entry, check the link.
 
     CARD is the `remotectl connect rc1....` line the remote side printed, or a plain
@@ -134,8 +138,9 @@ def connect(card: Tuple[str, ...], colab_session: Optional[str], gpu: Optional[s
     if colab_session is not None:
         from remote.client import colab_connect
 
-        if card or host_key or port or user or cloudflared:
-            raise BadInput("--colab SESSION takes no card, address, --host-key, --port, --user or --cloudflared")
+        if card or host_key or port or user or cloudflared or follow:
+            raise BadInput("--colab SESSION takes no card, address, --host-key, --port, --user, --cloudflared "
+                           "or --follow")
         colab = colab_connect.prepare(lay, colab_session, name=name, identity=identity, gpu=gpu,
                                       forwards=forwards, path=path, repo=repo, push=push_dir)
         req = colab.connect
@@ -150,7 +155,9 @@ def connect(card: Tuple[str, ...], colab_session: Optional[str], gpu: Optional[s
     else:
         req = manage.prepare_connect(lay, card, name=name, identity=identity, forwards=forwards,
                                      path=path, host_key=host_key, port=port, user=user,
-                                     cloudflared=cloudflared)
+                                     cloudflared=cloudflared, follow=follow)
+        for note in req.notes:
+            _warn(note)
     if not no_check:  # load paramiko (~0.3 s) while the files are written and fsynced
         # (only after validation: exiting while a daemon thread imports aborts the interpreter)
         import threading
@@ -168,7 +175,7 @@ def connect(card: Tuple[str, ...], colab_session: Optional[str], gpu: Optional[s
         _warn(warning)
     result = {"name": record.name, "host": record.host, "port": record.port, "user": record.user,
               "alias": record.alias, "change": applied.change, "path": record.path,
-              "tunnel": record.tunnel, "proxy_command": record.proxy_command,
+              "tunnel": record.tunnel, "proxy_command": record.proxy_command, "follow": record.follow,
               "fingerprint": keys.fingerprint(record.host_key) if record.host_key else None,
               "config": str(lay.managed_config), "known_hosts": str(lay.known_hosts),
               "include": _include_json(applied.include), "check": None,
@@ -237,7 +244,12 @@ def _say_written(applied, lay, as_json: bool) -> None:
     if applied.change == "address-updated":
         info(f"  recognised: same host key, address updated (pin {record.alias} kept, "
              "known_hosts unchanged).", as_json)
-    if record.tunnel == "colab":
+    if record.follow:
+        from remote.client.follow import source_label
+
+        info(f"  following {source_label(record.follow['source'])}: each connection goes where the newest "
+             f"record signed by its pinned key says (ProxyCommand {record.proxy_command})", as_json)
+    elif record.tunnel == "colab":
         info(f"  Colab session {record.session}, through Google's `colab ssh`: "
              f"ProxyCommand {record.proxy_command}", as_json)
     elif record.proxy_command:
@@ -285,10 +297,37 @@ def _check(lay, name: str, timeout: float, result: dict, as_json: bool, deep: bo
               "Compare it with the server's (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); "
               "a different key from now on is refused.")
     info(f"{name}: ok in {report.total_ms / 1000:.2f} s (round trip {report.rtt_ms:.0f} ms)", as_json)
+    followed = _followed(lay, outcome.record)
+    if followed is not None:
+        result["followed"] = followed
+        info(f"  {_followed_text(followed)}", as_json)
     info(f"  {report.summary()}", as_json)
     if report.interpreter and report.interpreter.get("advice"):  # ssh's python is not `up`'s
         _warn(report.interpreter["advice"])
     return None
+
+
+def _followed(lay, record) -> Optional[dict]:
+    """A followed host's last address and its record's age (None when it follows nothing)."""
+    if not getattr(record, "follow", None):
+        return None
+    from remote.client import follow
+
+    return follow.describe(lay, record.name, record.follow.get("source", "?"))
+
+
+def _followed_text(followed: dict, with_address: bool = True) -> str:
+    """`followed HOST:PORT from DIR (record 5m old)`, or what is known before the first connection."""
+    from remote.client.follow import source_label
+
+    where = source_label(followed["source"])
+    if not followed.get("resolved"):
+        return f"follows {where}; not resolved yet"
+    age = followed.get("record_age_s")
+    shown = _ago(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - age))).replace(" ago", "") \
+        if age is not None else "?"
+    address = f" {followed['host']}:{followed['port']}" if with_address else ""
+    return f"followed{address} from {where} (record {shown} old)"
 
 
 # -- check, hosts, disconnect ---------------------------------------------------------
@@ -325,7 +364,8 @@ def hosts(ssh_dir: Optional[str], as_json: bool) -> None:
     if as_json:
         emit_json({"config": str(lay.managed_config),
                    "hosts": [{"name": r.name, **r.to_dict(), "alias": r.alias,
-                              "fingerprint": keys.fingerprint(r.host_key) if r.host_key else None}
+                              "fingerprint": keys.fingerprint(r.host_key) if r.host_key else None,
+                              "followed": _followed(lay, r)}
                              for r in reg.hosts.values()]})
         return
     if not reg.hosts:
@@ -340,7 +380,13 @@ def hosts(ssh_dir: Optional[str], as_json: bool) -> None:
             checked = f"ok {_ago(last.get('at'))} (rtt {last.get('rtt_ms') or 0:.0f} ms)"
         else:
             checked = f"failed {_ago(last.get('at'))}: {last.get('error')}"
-        rows.append((r.name, r.endpoint, _ago(r.created).replace(" ago", ""), checked))
+        followed = _followed(lay, r)
+        endpoint = r.endpoint
+        if followed and followed.get("resolved"):
+            endpoint = f"{r.user}@{followed['host']}:{followed['port']}, {_followed_text(followed, False)}"
+        elif followed:
+            endpoint = f"{r.endpoint}, {_followed_text(followed)}"
+        rows.append((r.name, endpoint, _ago(r.created).replace(" ago", ""), checked))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         info("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
@@ -454,4 +500,16 @@ def open_(name: Optional[str], path: Optional[str], ssh_dir: Optional[str]) -> N
     info(f"Opening {vscode.shell_line(record.name, path or record.path)}")
 
 
-COMMANDS = [keygen, connect, disconnect, check, hosts, pull, push, open_]
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[--ssh-dir DIR] [--fdpass] NAME")
+def proxy(args: Tuple[str, ...]) -> None:
+    """The ProxyCommand of a followed host (`connect --follow`): dial where its newest
+    signed record says, as ssh's connection (run by ssh, not by hand)."""
+    import sys
+
+    from remote.client import proxy as proxying
+
+    sys.exit(proxying.main(list(args)))
+
+
+COMMANDS = [keygen, connect, disconnect, check, hosts, pull, push, open_, proxy]

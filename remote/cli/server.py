@@ -38,12 +38,19 @@ from remote.server.tunnels import PROVIDERS
               help="Leave a supervisor running in the background and return once ready.")
 @click.option("--persist", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Keep the host key and authorized keys in DIR (e.g. on Google Drive), so a "
-                   "fresh runtime presents the same host key.")
+                   "fresh runtime presents the same host key; publish the signed address in "
+                   "DIR/endpoint.json for `connect --follow`.")
+@click.option("--url", default=None, metavar="tcp://HOST:PORT",
+              help="ngrok: a TCP address reserved on your account (dashboard: TCP Addresses), the same "
+                   "on every start.")
+@click.option("--hostname", default=None, metavar="HOST",
+              help="cloudflared: a named tunnel's public hostname (its token from TUNNEL_TOKEN; with "
+                   "--port, the port its service ssh://localhost:PORT names).")
 @state_dir_option
 @json_option
 def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], region: Optional[str],
-       timeout: float, workdir: Optional[str], detach: bool, persist: Optional[str], state_dir: Optional[str],
-       as_json: bool) -> None:
+       timeout: float, workdir: Optional[str], detach: bool, persist: Optional[str], url: Optional[str],
+       hostname: Optional[str], state_dir: Optional[str], as_json: bool) -> None:
     """Start a private sshd behind a tunnel; print the line to paste on your computer.
 
     \b
@@ -54,6 +61,8 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
       remotectl up                                   # ngrok, stays until Ctrl-C
       remotectl up --detach                          # returns; `remotectl down` stops it
       remotectl up --tunnel cloudflared --persist /content/drive/MyDrive/remotectl/identity
+      remotectl up --persist DIR --detach            # DIR/endpoint.json: laptops `connect --follow` it
+      remotectl up --url tcp://1.tcp.ngrok.io:21234  # an ngrok reserved address
       remotectl up --tunnel direct --bind 0.0.0.0 --port 2222
     """
     from remote.server import options as up_options
@@ -63,10 +72,10 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
     def echo(line: str) -> None:
         click.echo(line, err=True)
 
-    creds = gather(authorized_keys=authorized_keys)
+    creds = gather(authorized_keys=authorized_keys, want_tunnel_token=bool(hostname))
     options = up_options.UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
                                    state_dir=state_dir, timeout=timeout, persist=persist,
-                                   workdir=os.path.abspath(workdir or os.getcwd()))
+                                   workdir=os.path.abspath(workdir or os.getcwd()), url=url, hostname=hostname)
     if detach:
         from remote.server.supervisor import detach as start_detached
 
@@ -85,7 +94,9 @@ def up(tunnel: str, port: int, bind: str, authorized_keys: Tuple[str, ...], regi
         echo("remotectl: serving; Ctrl-C (or `remotectl down`) stops sshd and the tunnel")
         return True
 
-    why = serving.own(server, echo, announce)
+    from remote.server.restart import AgentRestarts
+
+    why = serving.own(server, echo, announce, on_problem=AgentRestarts(echo))
     if why.endswith("exited"):
         raise RemotectlError(f"{why}, so the server stopped",
                              f"See the logs in {state_dir_shown[0]} and run up again.")

@@ -13,15 +13,12 @@ HostKeyAlias names and exist for the store and for migrating older pins
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 from pathlib import Path
 from typing import List, Optional
 
-from remote import keys
-from remote.files import atomic_write
+# keys, files, hmac and base64 are imported where they are used: `remotectl proxy` reads a pin on
+# every ssh connection and needs none of them.
 
 ALIAS_PREFIX = "remotectl."
 LEGACY_PREFIX = "remotectl-"  # before pins were keyed by host alias: remotectl-<card session>
@@ -43,6 +40,8 @@ def alias_for(session: str) -> str:  # kept for callers of the old name
 
 def line_for(alias: str, host_key: str) -> str:
     """`remotectl-<session> <type> <base64>`: the line ssh matches under HostKeyAlias."""
+    from remote import keys
+
     return f"{alias} {keys.bare(host_key)}"
 
 
@@ -50,6 +49,10 @@ def _names_match(field: str, alias: str) -> bool:
     """Whether the host field of a known_hosts line names `alias` (plain list or `|1|` hashed)."""
     for name in field.split(","):
         if name.startswith("|1|"):
+            import base64
+            import hashlib
+            import hmac
+
             try:
                 _, _, salt, digest = name.split("|")
                 mac = hmac.new(base64.b64decode(salt), alias.encode(), hashlib.sha1).digest()
@@ -100,6 +103,8 @@ def pin(path: os.PathLike, alias: str, host_key: str) -> bool:
         new.append(wanted)
     if new == old:
         return False
+    from remote.files import atomic_write
+
     atomic_write(target, "".join(f"{raw}\n" for raw in new), mode=0o600)
     return True
 
@@ -112,6 +117,8 @@ def unpin(path: os.PathLike, alias: str) -> bool:
     if kept == old:
         return False
     if any(raw.strip() for raw in kept):
+        from remote.files import atomic_write
+
         atomic_write(target, "".join(f"{raw}\n" for raw in kept), mode=0o600)
     else:
         target.unlink()

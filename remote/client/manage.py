@@ -38,6 +38,8 @@ class ConnectRequest:
     forwards: List[str]
     path: str
     proxy_command: Optional[str] = None
+    follow: Optional[dict] = None  # --follow: {"source": ..., "fdpass": ...} (remote/client/follow.py)
+    notes: List[str] = field(default_factory=list)  # said before writing (e.g. a record not synced yet)
 
 
 @dataclass
@@ -74,7 +76,7 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
                     identity: Optional[str] = None, forwards: Sequence[str] = (),
                     path: Optional[str] = None, host_key: Optional[str] = None,
                     port: Optional[int] = None, user: Optional[str] = None,
-                    cloudflared: Optional[str] = None) -> ConnectRequest:
+                    cloudflared: Optional[str] = None, follow: Optional[str] = None) -> ConnectRequest:
     """Validate everything `connect` was given (BadInput, exit 2); write nothing.
 
     A cloudflared card also needs cloudflared on this computer (RemotectlError, exit 1,
@@ -98,7 +100,13 @@ def prepare_connect(layout: SshLayout, words: Sequence[str], name: str = DEFAULT
     sshconfig.check_user_config(layout.user_config)
     proxy = cloudflared_proxy(cloudflared) if target.tunnel == "cloudflared" else None
     folder = path or target.path or DEFAULT_PATH  # --path, else the card's project folder
-    return ConnectRequest(target, name, ident, specs, folder, proxy_command=proxy)
+    spec, notes = None, []
+    if follow is not None:  # the entry's ProxyCommand becomes `remotectl proxy NAME`
+        from remote.client import follow as following
+
+        spec, proxy, notes = following.prepare(layout, follow, target.host_key, name, target.session,
+                                               cloudflared=cloudflared)
+    return ConnectRequest(target, name, ident, specs, folder, proxy_command=proxy, follow=spec, notes=notes)
 
 
 CLOUDFLARED_VAR = "REMOTECTL_CLOUDFLARED"
@@ -131,7 +139,7 @@ def _record(req: ConnectRequest, old: Optional[HostRecord]) -> HostRecord:
                      identity=str(req.identity), tunnel=t.tunnel, host_key=t.host_key,
                      forwards=list(req.forwards), path=req.path,
                      strict="yes" if t.host_key or t.tunnel == "colab" else "accept-new",
-                     proxy_command=req.proxy_command)
+                     proxy_command=req.proxy_command, follow=req.follow)
     if old is not None:
         new.created, new.updated, new.last_check, new.other = old.created, old.updated, old.last_check, old.other
         if old.host_key and old.host_key == new.host_key:
@@ -246,6 +254,10 @@ def disconnect(layout: SshLayout, name: Optional[str]) -> Applied:
         name = resolve_name(reg, name)
         record = reg.hosts.pop(name)
         PinStore(layout.known_hosts).unpin(record.name)
+        if record.follow:
+            from remote.client import follow
+
+            follow.forget(layout, record.name)
         if all(r.legacy_alias != record.legacy_alias for r in reg.hosts.values()):
             known_hosts.unpin(layout.known_hosts, record.legacy_alias)
         include = _sync(layout, reg)
@@ -319,6 +331,10 @@ def endpoint_for(layout: SshLayout, record: HostRecord):
         raise NotPinned(f"no host key is pinned for {record.name} in {layout.known_hosts}, so ssh "
                         "refuses it and so does remotectl",
                         f"Run the `remotectl connect <card> --name {record.name}` line again.")
+    if record.follow:  # where the signed record says it is now, as `remotectl proxy` finds it
+        from remote.client import follow
+
+        return follow.probe_endpoint(layout, record, key)
     return Endpoint(record.host, record.port, record.user, record.identity, key, record.proxy_command)
 
 

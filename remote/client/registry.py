@@ -51,6 +51,7 @@ class HostRecord:
     path: str = "/content"
     strict: str = "yes"
     proxy_command: Optional[str] = None
+    follow: Optional[Dict[str, Any]] = None  # connect --follow: {"source": folder or "ngrok", "fdpass": bool}
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
     last_check: Optional[Dict[str, Any]] = None
@@ -80,7 +81,10 @@ class HostRecord:
                          proxy_command=self.proxy_command, extra=self._extra(layout))
 
     def _extra(self, layout: SshLayout) -> tuple:
-        """Colab's route allows one SSH connection per runtime: its entry shares one."""
+        """Colab's route allows one SSH connection per runtime: its entry shares one. A followed
+        host's proxy hands ssh the connected socket (ProxyUseFdpass)."""
+        if (self.follow or {}).get("fdpass"):
+            return (("ProxyUseFdpass", "yes"),)
         if self.tunnel != "colab":
             return ()
         from remote.client.colab_route import control_options

@@ -32,6 +32,16 @@ def tunnel_argv(cloudflared: PathLike, local_port: int, metrics_port: int) -> li
             "--metrics", f"127.0.0.1:{int(metrics_port)}"]
 
 
+def named_tunnel_argv(cloudflared: PathLike, metrics_port: int) -> list:
+    """A named (remotely managed) tunnel's command line: its token comes in TUNNEL_TOKEN, never here.
+
+    Its hostname and the service it forwards to (ssh://localhost:PORT) are set in Cloudflare's
+    dashboard for that tunnel, not on this command line.
+    """
+    return [os.fspath(cloudflared), "tunnel", "--no-autoupdate", "--metrics", f"127.0.0.1:{int(metrics_port)}",
+            "run"]
+
+
 def free_port() -> int:
     """A loopback port for the metrics server, as the kernel hands one out."""
     with socket.socket() as sock:
@@ -41,7 +51,7 @@ def free_port() -> int:
 
 def start_quick_tunnel(cloudflared: PathLike, local_port: int, metrics_port: int,
                        log_path: PathLike, env: Optional[Mapping[str, str]] = None,
-                       new_session: bool = True) -> subprocess.Popen:
+                       new_session: bool = True, argv: Optional[list] = None) -> subprocess.Popen:
     """Start `cloudflared tunnel --url ssh://localhost:PORT` with its log in `log_path`.
 
     cloudflared logs to stderr; stdout and stderr both go to `log_path`, so even a crash
@@ -50,7 +60,7 @@ def start_quick_tunnel(cloudflared: PathLike, local_port: int, metrics_port: int
     """
     log = open(log_path, "ab")
     try:
-        return subprocess.Popen(tunnel_argv(cloudflared, local_port, metrics_port),
+        return subprocess.Popen(argv or tunnel_argv(cloudflared, local_port, metrics_port),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(env) if env is not None else None,
                                 start_new_session=new_session and os.name == "posix")
@@ -105,23 +115,27 @@ def _with_tail(text: str, log_path: Optional[PathLike]) -> str:
 
 
 def wait_hostname(metrics_port: int, deadline_s: float, proc: subprocess.Popen,
-                  log_path: Optional[PathLike] = None, poll_s: float = 0.2) -> str:
+                  log_path: Optional[PathLike] = None, poll_s: float = 0.2,
+                  known_hostname: Optional[str] = None) -> str:
     """The `*.trycloudflare.com` hostname once the tunnel has a live edge connection.
 
-    Waits for `/quicktunnel` to name a hostname, then for `/ready` to answer 200. If
+    Waits for `/quicktunnel` to name a hostname (a named tunnel's, `known_hostname`, is known
+    already), then for `/ready` to answer 200. If
     cloudflared exits, or `deadline_s` passes, it raises RemotectlError (with the log's
     tail) and `proc` is stopped: a failed wait never leaves a tunnel running.
     """
     end = time.monotonic() + deadline_s
-    hostname = ""
+    hostname = known_hostname or ""
+    what_tunnel = "the named tunnel" if known_hostname else "the quick tunnel"
     try:
         while True:
             code = proc.poll()
             if code is not None:
                 raise RemotectlError(
-                    f"cloudflared exited (code {code}) before the quick tunnel was ready",
-                    hint=_with_tail("Check that this machine can reach Cloudflare, or use another tunnel.",
-                                    log_path))
+                    f"cloudflared exited (code {code}) before {what_tunnel} was ready",
+                    hint=_with_tail("Check that this machine can reach Cloudflare" +
+                                    (" and the tunnel's token (TUNNEL_TOKEN)" if known_hostname else "") +
+                                    ", or use another tunnel.", log_path))
             if not hostname:
                 _, data = _get_json(metrics_port, "/quicktunnel")
                 name = str(data.get("hostname") or "").strip().lower().rstrip(".")

@@ -62,7 +62,8 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
        state_dir: Optional[Union[str, os.PathLike]] = None, detach: bool = False,
        timeout: float = DEFAULT_TIMEOUT, quiet: bool = False,
        persist: Optional[Union[str, os.PathLike]] = None,
-       workdir: Optional[Union[str, os.PathLike]] = None) -> Session:
+       workdir: Optional[Union[str, os.PathLike]] = None, url: Optional[str] = None,
+       hostname: Optional[str] = None, tunnel_token: Optional[str] = None) -> Session:
     """Start a private sshd behind a tunnel and print the line to paste on your computer.
 
     Secrets come from these arguments, then the environment (NGROK_AUTHTOKEN,
@@ -73,15 +74,19 @@ def up(tunnel: str = "ngrok", *, port: int = 0, bind: str = "127.0.0.1",
     Drive folder in Colab) that keeps the host key and authorized keys across runtimes.
     `workdir` (default: the current folder) travels in the card, so `remotectl connect`
     prints, and `remotectl open` opens, the folder the project lives in. It returns only
-    once a login through the public endpoint has worked.
+    once a login through the public endpoint has worked. With `persist`, each tunnel's address
+    is published, signed, in `<persist>/endpoint.json` (`remotectl connect --follow`); a dead
+    agent is brought back at a new address. `url` is an ngrok reserved TCP address; `hostname`
+    a Cloudflare named tunnel's (token: `tunnel_token`, else TUNNEL_TOKEN).
     """
     if isinstance(authorized_keys, str):
         authorized_keys = [authorized_keys]
-    creds = gather(ngrok_token=ngrok_token, password=password, authorized_keys=authorized_keys or ())
+    creds = gather(ngrok_token=ngrok_token, password=password, authorized_keys=authorized_keys or (),
+                   tunnel_token=tunnel_token, want_tunnel_token=bool(hostname))
     options = UpOptions(tunnel=tunnel, port=port, bind=bind, region=region,
                         state_dir=str(state_dir) if state_dir else None, timeout=timeout,
                         persist=os.fspath(persist) if persist else None,
-                        workdir=os.path.abspath(workdir or os.getcwd()))
+                        workdir=os.path.abspath(workdir or os.getcwd()), url=url, hostname=hostname)
     echo = (lambda _line: None) if quiet else _echo
     if detach:
         from remote.server.supervisor import detach as start_detached

@@ -20,7 +20,8 @@ from remote.server.colab import colab_secret
 TOKEN_VAR = "NGROK_AUTHTOKEN"
 KEY_VAR = "REMOTECTL_AUTHORIZED_KEY"
 PASSWORD_VAR = "REMOTECTL_PASSWORD"
-SECRET_VARS = (TOKEN_VAR, PASSWORD_VAR)
+TUNNEL_TOKEN_VAR = "TUNNEL_TOKEN"  # a Cloudflare named tunnel's token (the name cloudflared itself reads)
+SECRET_VARS = (TOKEN_VAR, PASSWORD_VAR, TUNNEL_TOKEN_VAR)
 
 
 @dataclass
@@ -30,9 +31,10 @@ class Credentials:
     authorized_keys: List[str] = field(default_factory=list)
     ngrok_token: Optional[str] = field(default=None, repr=False)
     password: Optional[str] = field(default=None, repr=False)
+    tunnel_token: Optional[str] = field(default=None, repr=False)
 
     def secrets(self) -> List[str]:
-        return [s for s in (self.ngrok_token, self.password) if s]
+        return [s for s in (self.ngrok_token, self.password, self.tunnel_token) if s]
 
 
 def _first(given: Optional[str], name: str, environ: Mapping[str, str]) -> Optional[str]:
@@ -43,7 +45,8 @@ def _first(given: Optional[str], name: str, environ: Mapping[str, str]) -> Optio
 
 
 def gather(ngrok_token: Optional[str] = None, password: Optional[str] = None,
-           authorized_keys: Iterable[str] = (), environ: Optional[Mapping[str, str]] = None) -> Credentials:
+           authorized_keys: Iterable[str] = (), environ: Optional[Mapping[str, str]] = None,
+           tunnel_token: Optional[str] = None, want_tunnel_token: bool = False) -> Credentials:
     """Resolve each secret from the first source that has it."""
     environ = os.environ if environ is None else environ
     given_keys = [k for k in authorized_keys if k and k.strip()]
@@ -54,7 +57,9 @@ def gather(ngrok_token: Optional[str] = None, password: Optional[str] = None,
         key_lines = read_keys(text) if text else []
     return Credentials(authorized_keys=key_lines,
                        ngrok_token=_first(ngrok_token, TOKEN_VAR, environ),
-                       password=_first(password, PASSWORD_VAR, environ))
+                       password=_first(password, PASSWORD_VAR, environ),
+                       tunnel_token=_first(tunnel_token, TUNNEL_TOKEN_VAR, environ) if want_tunnel_token
+                       else tunnel_token)
 
 
 def read_keys(value: str) -> List[str]:

@@ -43,6 +43,8 @@ class ServerInfo:
     proof_seconds: float = 0.0  # the one-use probe key's login through public_url (part of ready_seconds)
     persist: Optional[str] = None  # the --persist folder, if any
     python: str = field(default_factory=lambda: sys.executable)  # the interpreter `up` ran under
+    tunnel_restarts: int = 0  # how often the owner brought a dead tunnel agent back (a new address each time)
+    published: Optional[Dict[str, Any]] = None  # with --persist: the last endpoint record (path, seq, at, host, port)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

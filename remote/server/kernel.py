@@ -38,10 +38,24 @@ def start(options: UpOptions, creds: Credentials, echo: Echo) -> Server:
 
 
 def _watch(server: Server, poll: float = 1.0) -> None:
+    """Until the server stops: a dead agent is brought back (AgentRestarts), anything else stops it."""
+    from remote.server.restart import AgentRestarts
+
+    def echo(line: str) -> None:
+        print(f"remotectl: {line}", file=sys.stderr, flush=True)
+
+    repair = AgentRestarts(echo)
     while not server.stopped:
         time.sleep(poll)
         problem = None if server.stopped else server.problem()
-        if problem is not None:
+        if problem is None:
+            continue
+        try:
+            repaired = repair(server, problem)
+        except Exception as exc:  # never let the watcher die silently with the server half up
+            echo(f"restarting the tunnel failed: {type(exc).__name__}: {exc}")
+            repaired = False
+        if not repaired and not server.stopped:
             server.stop()
             print(f"remotectl: {problem}; the server in this notebook has stopped", file=sys.stderr)
             return

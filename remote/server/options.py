@@ -36,6 +36,8 @@ class UpOptions:
     timeout: float = DEFAULT_TIMEOUT
     persist: Optional[str] = None  # a folder that keeps the host key and authorized keys
     workdir: Optional[str] = None  # the folder the card tells VS Code to open [default: cwd]
+    url: Optional[str] = None  # ngrok: a reserved TCP address (tcp://N.tcp.ngrok.io:PORT), the same every start
+    hostname: Optional[str] = None  # cloudflared: a named tunnel's fixed hostname (its token: TUNNEL_TOKEN)
 
     def validate(self) -> None:
         if self.tunnel not in PROVIDERS:
@@ -49,9 +51,49 @@ class UpOptions:
         self.state_dir = str(state.resolve(self.state_dir))
         if self.persist:
             self.persist = str(persist.check_dir(self.persist))
+        if self.url is not None:
+            self.url = reserved_url(self.url, self.tunnel)
+        if self.hostname is not None:
+            self.hostname = named_hostname(self.hostname, self.tunnel, self.port)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def reserved_url(url: str, tunnel: str) -> str:
+    """`tcp://HOST:PORT` (or HOST:PORT) of an ngrok reserved TCP address, checked like a card's."""
+    from remote.card import valid_host
+
+    if tunnel != "ngrok":
+        raise BadInput(f"--url is an ngrok reserved TCP address; it does not apply to --tunnel {tunnel}",
+                       "For a fixed Cloudflare address use a named tunnel: --hostname with TUNNEL_TOKEN.")
+    text = url.strip()
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme != "tcp":
+            raise BadInput(f"--url {url!r}: ssh needs a TCP address (tcp://N.tcp.ngrok.io:PORT)")
+    host, _, port = text.rpartition(":")
+    if not valid_host(host) or ":" in host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise BadInput(f"--url {url!r} is not tcp://HOST:PORT",
+                       "Copy the address from https://dashboard.ngrok.com/tcp-addresses, e.g. "
+                       "tcp://1.tcp.ngrok.io:21234.")
+    return f"tcp://{host.lower()}:{int(port)}"
+
+
+def named_hostname(hostname: str, tunnel: str, port: int) -> str:
+    """A Cloudflare named tunnel's public hostname; its ingress names sshd's port, so --port is needed."""
+    from remote.card import valid_host
+
+    if tunnel != "cloudflared":
+        raise BadInput(f"--hostname names a Cloudflare named tunnel's hostname; it does not apply to "
+                       f"--tunnel {tunnel}")
+    name = hostname.strip().lower().rstrip(".")
+    if not valid_host(name) or "." not in name or name.replace(".", "").isdigit():
+        raise BadInput(f"--hostname {hostname!r} is not a DNS name (e.g. ssh.example.com)")
+    if not port:
+        raise BadInput("a named tunnel forwards to the port its Cloudflare configuration names: pass --port N",
+                       "N is the port in the public hostname's service, ssh://localhost:N (e.g. 2222).")
+    return name
 
 
 def served_user() -> str:
@@ -72,6 +114,12 @@ def check_input(options: UpOptions, creds: Credentials, echo: Echo) -> None:
         passwords.check_strength(creds.password, user)
     if options.tunnel == "ngrok" and not creds.ngrok_token:
         make_tunnel("ngrok", TunnelRequest(state_dir=folder))  # raises BadInput
+    if options.hostname and not creds.tunnel_token:
+        raise BadInput(f"the named tunnel {options.hostname} needs its token, and none was found",
+                       "Put the tunnel's token (Cloudflare dashboard: Networks > Tunnels > your tunnel: the "
+                       "eyJ... string of its install command) in the environment variable TUNNEL_TOKEN or "
+                       "Colab's Secrets panel under that name. Without one, leave --hostname out for a quick "
+                       "tunnel.")
     if options.persist and _inside(folder, Path(options.persist)):
         raise BadInput(f"the state dir {folder} is inside the --persist folder {options.persist}",
                        "The state dir holds this run's secrets (the ngrok token); keep it on this machine "

@@ -16,17 +16,17 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from remote import card as cards
 from remote import keys
 from remote.errors import RemotectlError
-from remote.server import children, control, login_probe, passwords, persist, state
+from remote.server import children, control, login_probe, passwords, persist, publish, state
 from remote.server.credentials import Credentials
 from remote.server.info import ServerInfo
 from remote.server.options import Echo, UpOptions, check_input, unwritable
 from remote.server.sshd import Sshd, SshdSettings, ensure_openssh_server, write_files
-from remote.server.tunnels import Tunnel, TunnelRequest, make_tunnel
+from remote.server.tunnels import Endpoint, Tunnel, TunnelRequest, make_tunnel
 
 # Set while an owner tears down, so a second SIGTERM/SIGHUP cannot cut the teardown short.
 STOPPING = threading.Event()
@@ -47,6 +47,9 @@ class Server:
         self.sshd: Optional[Sshd] = None
         self.tunnel: Optional[Tunnel] = None
         self.info: Optional[ServerInfo] = None
+        self.settings: Optional[SshdSettings] = None
+        self.host_key = ""
+        self.publisher: Optional[publish.Publisher] = None
         self.began = time.monotonic()
         self._password_claimed = False
         self._stopped = False
@@ -68,7 +71,8 @@ class Server:
     def _tunnel_request(self, session: str) -> TunnelRequest:
         return TunnelRequest(state_dir=self.state_dir, ngrok_token=self.creds.ngrok_token,
                              region=self.options.region, bind=self.options.bind,
-                             session=session or "remotectl")
+                             session=session or "remotectl", url=self.options.url,
+                             hostname=self.options.hostname, tunnel_token=self.creds.tunnel_token)
 
     def _remaining(self) -> float:
         return max(1.0, self.options.timeout - (time.monotonic() - self.began))
@@ -100,16 +104,13 @@ class Server:
                 kept = Path(self.options.persist)
                 persist.restore_host_key(kept, self.state_dir)
                 persist.keep_authorized_keys(kept, settings.authorized_keys)
-            host_key = write_files(settings)
+            host_key = self.host_key = write_files(settings)
+            self.settings = settings
+            if self.options.persist:
+                self.publisher = publish.Publisher(Path(self.options.persist), self.state_dir / persist.HOST_KEY)
             self.sshd = Sshd(settings, tracker=self.record)
             self.sshd.start(timeout=self._remaining())
-            local_host = _loopback(settings.bind)
-            endpoint = self.tunnel.open(local_host, settings.port, timeout=self._remaining(),
-                                        tracker=self.record)
-            target = login_probe.Target(host=endpoint.host, port=endpoint.port, user=settings.user,
-                                        host_key=host_key, proxy=self.tunnel.probe_route(endpoint))
-            took = login_probe.prove(target, self.state_dir / "authorized_keys", settings.authorized_keys,
-                                     settings.log_path, timeout=max(10.0, self._remaining()))
+            endpoint, took = self._open_proven(self.tunnel, session_id, self._remaining())
             card = cards.Card(user=settings.user, host=endpoint.host, port=endpoint.port,
                               host_key=host_key, session=session_id, tunnel=self.tunnel.kind,
                               path=os.path.abspath(self.options.workdir or os.getcwd()),
@@ -120,6 +121,66 @@ class Server:
         except BaseException:
             self.stop()
             raise
+
+    def _open_proven(self, tunnel: Tunnel, session_id: str, timeout: float) -> Tuple[Endpoint, float]:
+        """Open `tunnel`, prove a login through it, publish the record (with --persist); undone on failure."""
+        assert self.settings is not None and self.record is not None
+        settings = self.settings
+        if self.publisher is not None:
+            fixed = _fixed_address(self.options)
+            tunnel.request.metadata = self.publisher.begin(tunnel.kind, session_id, *fixed)
+        endpoint = tunnel.open(_loopback(settings.bind), settings.port, timeout=timeout, tracker=self.record)
+        try:
+            target = login_probe.Target(host=endpoint.host, port=endpoint.port, user=settings.user,
+                                        host_key=self.host_key, proxy=tunnel.probe_route(endpoint))
+            took = login_probe.prove(target, self.state_dir / "authorized_keys", settings.authorized_keys,
+                                     settings.log_path, timeout=max(10.0, timeout))
+            if self.publisher is not None:
+                self.publisher.publish(endpoint.host, endpoint.port)
+        except BaseException:
+            tunnel.close()
+            raise
+        return endpoint, took
+
+    def reopen_tunnel(self) -> ServerInfo:
+        """The tunnel agent died: open a new tunnel (a new address), prove it, publish it.
+
+        What is left of the old agent is stopped first; on failure the new one is stopped too
+        (RemotectlError), so the caller may simply try again later. state.json then names the
+        new address, card and pids.
+        """
+        with self._stop_lock:  # a stop() meanwhile waits, then tears down the new tunnel too
+            if self._stopped:
+                raise RemotectlError("the server is stopping")
+            return self._reopen()
+
+    def _reopen(self) -> ServerInfo:
+        assert self.info is not None and self.tunnel is not None
+        try:
+            self.tunnel.close()
+        except Exception as exc:  # it is dead already; what is left, down finds by its record
+            self.echo(f"warning: tidying the dead tunnel failed: {exc}")
+        tunnel = make_tunnel(self.options.tunnel, self._tunnel_request(self.info.session))
+        tunnel.prepare(lambda _line: None)
+        self.tunnel = tunnel
+        endpoint, took = self._open_proven(tunnel, self.info.session, max(10.0, self.options.timeout))
+        card = replace(cards.decode(self.info.card), host=endpoint.host, port=endpoint.port)
+        self.info = replace(self.info, card=card.encode(), connect_line=cards.connect_line(card),
+                            host=endpoint.host, port=endpoint.port, public_url=endpoint.url,
+                            pids=self.record.pids() if self.record else {},
+                            starts=self.record.starts() if self.record else {},
+                            tunnel_info=tunnel.describe(), proof_seconds=round(took, 3),
+                            tunnel_restarts=self.info.tunnel_restarts + 1,
+                            published=self._published())
+        state.write_info(self.state_dir, self.info)
+        return self.info
+
+    def _published(self) -> Optional[Dict[str, object]]:
+        last = self.publisher.last if self.publisher is not None else None
+        if last is None:
+            return None
+        return {"path": str(self.publisher.path), "seq": last.seq, "at": last.at,
+                "host": last.host, "port": last.port}
 
     def _describe(self, card: cards.Card, settings: SshdSettings, public_url: str,
                   proof_seconds: float) -> ServerInfo:
@@ -133,7 +194,8 @@ class Server:
             mode=self.mode, pid=os.getpid(), pids=self.record.pids(), starts=self.record.starts(),
             tunnel_info=self.tunnel.describe(), persist=self.options.persist,
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            ready_seconds=round(time.monotonic() - self.began, 3), proof_seconds=round(proof_seconds, 3))
+            ready_seconds=round(time.monotonic() - self.began, 3), proof_seconds=round(proof_seconds, 3),
+            published=self._published())
 
     def republish(self) -> None:
         """Rewrite state.json after a child changed (e.g. a restarted agent): pids and tunnel facts."""
@@ -202,6 +264,14 @@ class Server:
             self.echo(f"warning: could not tidy {self.state_dir}: {exc.strerror}")
         self.lock.release()
         return stopped
+
+
+def _fixed_address(options: UpOptions) -> Tuple[Optional[str], Optional[int]]:
+    """The address known before the tunnel opens (`--url`), so ngrok's metadata can name it."""
+    if options.tunnel == "ngrok" and options.url:
+        host, _, port = options.url.split("://", 1)[-1].rpartition(":")
+        return host, int(port)
+    return None, None
 
 
 def _loopback(bind: str) -> str:

@@ -95,15 +95,26 @@ def make_config(agent_path: str, config_path: str, region: Optional[str], startu
     return config
 
 
-def connect_tcp(config: Any, name: str, local_host: str, local_port: int) -> str:
-    """Start the agent if needed, open a TCP endpoint to local_host:local_port; its public URL."""
+def connect_tcp(config: Any, name: str, local_host: str, local_port: int, url: Optional[str] = None,
+                metadata: Optional[str] = None) -> str:
+    """Start the agent if needed, open a TCP endpoint to local_host:local_port; its public URL.
+
+    `url` asks for a reserved address (`tcp://N.tcp.ngrok.io:PORT`); `metadata` is the
+    endpoint's user-defined string, which the ngrok API lists with it.
+    """
     from pyngrok import ngrok
 
     address = f"{local_host}:{local_port}"
+    extra = {"metadata": metadata} if metadata else {}
     if getattr(config, "config_version", "2") == "3":  # pyngrok 9: endpoints, with an upstream
-        tunnel = ngrok.connect(proto="tcp", name=name, upstream={"url": address}, pyngrok_config=config)
-    else:  # pyngrok 7 and 8: the tunnels API, addr + proto
-        tunnel = ngrok.connect(address, "tcp", name=name, pyngrok_config=config)
+        if url:
+            extra["url"] = url
+        tunnel = ngrok.connect(proto="tcp", name=name, upstream={"url": address}, pyngrok_config=config,
+                               **extra)
+    else:  # pyngrok 7 and 8: the tunnels API, addr + proto (+ remote_addr for a reserved address)
+        if url:
+            extra["remote_addr"] = url.split("://", 1)[-1]
+        tunnel = ngrok.connect(address, "tcp", name=name, pyngrok_config=config, **extra)
     return tunnel.public_url or ""
 
 

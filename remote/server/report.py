@@ -31,6 +31,9 @@ def up_report(info: ServerInfo, detached: bool = False) -> List[str]:
         lines.append(f"python     {info.python}  (over ssh: $REMOTECTL_PYTHON)")
     if info.persist:
         lines.insert(3, f"persist    {info.persist}  (same host key on a fresh runtime)")
+    if info.published:
+        lines.insert(4, f"published  {info.published['path']}  (signed record #{info.published['seq']}: "
+                        "`remotectl connect <card> --follow <your copy of that folder>` follows new addresses)")
     if detached:
         lines.append(f"running in the background (supervisor pid {info.pid}); stop it with: "
                      f"remotectl down --state-dir {shlex.quote(info.state_dir)}")
@@ -66,6 +69,10 @@ def status_report(report: Dict[str, Any]) -> List[str]:
         ]
         if report.get("python"):
             lines.append(f"python     {report['python']}  (over ssh: $REMOTECTL_PYTHON)")
+        if report.get("tunnel_restarts"):
+            lines.append(f"restarts   the tunnel agent was brought back {report['tunnel_restarts']} time(s)")
+        if report.get("published"):
+            lines.append(f"published  {report['published']['path']}  (record #{report['published']['seq']})")
     if report.get("problem"):
         lines.append(f"note       {report['problem']}")
     lines.append(f"gpu        {report.get('gpu') or 'none found (no nvidia-smi)'}")

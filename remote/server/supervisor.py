@@ -33,6 +33,7 @@ from remote.server.credentials import SECRET_VARS, Credentials
 from remote.server.info import ServerInfo
 from remote.server.options import Echo, UpOptions
 from remote.server.owner import Server
+from remote.server.restart import AgentRestarts
 from remote.server.serving import StopRequested, install_stop_signals, own
 
 LOG = "supervisor.log"
@@ -57,7 +58,8 @@ def detach(options: UpOptions, creds: Credentials, echo: Echo) -> ServerInfo:
     assert proc.stdin is not None and proc.stdout is not None
     request = {"options": server.options.as_dict(),
                "credentials": {"authorized_keys": server.creds.authorized_keys,
-                               "ngrok_token": creds.ngrok_token, "password": creds.password}}
+                               "ngrok_token": creds.ngrok_token, "password": creds.password,
+                               "tunnel_token": creds.tunnel_token}}
     try:
         try:
             proc.stdin.write(json.dumps(request).encode() + b"\n")
@@ -158,7 +160,7 @@ def main() -> None:
         return False
 
     try:
-        own(server, echo, announce)
+        own(server, echo, announce, on_problem=AgentRestarts(echo))
     except RemotectlError as exc:
         echo(f"start failed: {exc.message}")
         answer({"ok": False, "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})

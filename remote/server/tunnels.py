@@ -15,7 +15,7 @@ import re
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -43,6 +43,10 @@ class TunnelRequest:
     region: Optional[str] = None
     bind: str = "127.0.0.1"
     session: str = "remotectl"
+    url: Optional[str] = None  # ngrok: a reserved address, tcp://N.tcp.ngrok.io:PORT
+    metadata: Optional[str] = None  # ngrok: the endpoint's metadata (a signed endpoint record)
+    hostname: Optional[str] = None  # cloudflared: a named tunnel's fixed public hostname
+    tunnel_token: Optional[str] = field(default=None, repr=False)  # cloudflared: that tunnel's token
 
 
 class Tunnel:
@@ -207,7 +211,8 @@ class NgrokTunnel(Tunnel):
         watchdog.start()
         try:
             self._public_url = pyngrok.connect_tcp(self._config, f"remotectl-{self.request.session}",
-                                                   local_host, local_port)
+                                                   local_host, local_port, url=self.request.url,
+                                                   metadata=self.request.metadata)
         except http_error as exc:
             self.close()
             raise explain_ngrok(exc.body or str(exc), self._secret(), started=True) from None
@@ -236,6 +241,12 @@ class NgrokTunnel(Tunnel):
         if not match:
             self.close()
             raise RemotectlError(f"ngrok reported an unexpected address {self._public_url!r}")
+        if self.request.url and self._public_url != self.request.url:
+            got = self._public_url
+            self.close()
+            raise RemotectlError(f"ngrok opened {got}, not the reserved address {self.request.url}",
+                                 "Check the address on https://dashboard.ngrok.com/tcp-addresses "
+                                 "(and --region: an address is reserved in one region).")
         return Endpoint(host=match.group(1), port=int(match.group(2)), url=self._public_url)
 
     def _secret(self) -> str:
@@ -331,7 +342,8 @@ def forget_agent_config(state_dir: Path) -> None:
 
 
 def _agent_env() -> Dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("NGROK_AUTHTOKEN", "REMOTECTL_PASSWORD")}
+    return {k: v for k, v in os.environ.items()
+            if k not in ("NGROK_AUTHTOKEN", "REMOTECTL_PASSWORD", "TUNNEL_TOKEN")}
 
 
 def _quiet_pyngrok() -> None:
@@ -358,17 +370,33 @@ BAD_TOKEN_HINT = (
     "Copy it again into Colab's Secrets panel (name NGROK_AUTHTOKEN) or the environment, then run up again.")
 
 
+RESERVED_HINT = (
+    "--url takes a TCP address reserved for the account whose authtoken this is, in the region the "
+    "agent uses: see https://dashboard.ngrok.com/tcp-addresses (and pass --region if it is not the "
+    "nearest), or leave --url out for a new address each start.")
+
+
+def permanent(error: RemotectlError) -> RemotectlError:
+    """Mark an error that trying again cannot fix (a bad token, no card, an address not ours)."""
+    error.permanent = True  # type: ignore[attr-defined]
+    return error
+
+
 def explain_ngrok(text: str, secret: str, started: bool, timed_out: bool = False,
                   timeout: float = 0) -> RemotectlError:
     """One short paragraph for each way the agent says no; never quotes the token."""
     code_match = _ERR_CODE.search(text or "")
     code = code_match.group(0) if code_match else None
     if code == "ERR_NGROK_8013":
-        return RemotectlError("ngrok refused the TCP tunnel: this account has no card on file "
-                              "(ERR_NGROK_8013)", CARD_REQUIRED_HINT)
+        return permanent(RemotectlError("ngrok refused the TCP tunnel: this account has no card on file "
+                                        "(ERR_NGROK_8013)", CARD_REQUIRED_HINT))
     if code in ("ERR_NGROK_105", "ERR_NGROK_107") or "authentication failed" in (text or ""):
-        return RemotectlError(f"ngrok rejected the authtoken ({code or 'authentication failed'})",
-                              BAD_TOKEN_HINT)
+        return permanent(RemotectlError(f"ngrok rejected the authtoken ({code or 'authentication failed'})",
+                                        BAD_TOKEN_HINT))
+    if code in ("ERR_NGROK_307", "ERR_NGROK_309"):
+        whose = "is not reserved by this account" if code == "ERR_NGROK_307" else \
+            "is reserved by another account"
+        return permanent(RemotectlError(f"ngrok refused the address: it {whose} ({code})", RESERVED_HINT))
     if timed_out:
         return RemotectlError(f"the ngrok agent did not report ready within {timeout:.0f} s",
                               "Check the machine's network, or run up again with a larger --timeout.")
@@ -429,12 +457,22 @@ class CloudflaredTunnel(Tunnel):
         assert self.path is not None
         self._tracker = tracker
         metrics_port = free_port()
-        tracker.expect("agent", cloudflared.tunnel_argv(self.path, local_port, metrics_port)[1:])
+        named = self.request.hostname
+        env = _agent_env()
+        if named:  # a named tunnel: its token by environment only, its ingress set at Cloudflare
+            from remote.cloudflared.quicktunnel import named_tunnel_argv
+
+            argv = named_tunnel_argv(self.path, metrics_port)
+            env["TUNNEL_TOKEN"] = self.request.tunnel_token or ""
+        else:
+            argv = cloudflared.tunnel_argv(self.path, local_port, metrics_port)
+        tracker.expect("agent", argv[1:])
         proc = cloudflared.start_quick_tunnel(self.path, local_port, metrics_port, self.log_path,
-                                              env=_agent_env())
+                                              env=env, argv=argv)
         tracker.started("agent", proc.pid)
         try:
-            hostname = cloudflared.wait_hostname(metrics_port, timeout, proc, log_path=self.log_path)
+            hostname = cloudflared.wait_hostname(metrics_port, timeout, proc, log_path=self.log_path,
+                                                 known_hostname=named)
         except BaseException:
             tracker.stopped("agent")  # wait_hostname stopped it
             raise

@@ -9,6 +9,12 @@ It speaks the two commands remotectl uses, faithfully where remotectl looks:
   port and writes `<registry>/<hostname>` (JSON `{"port": N, "pid": P}`), removed on exit.
 * `access ssh --hostname H` looks H up in the registry and bridges stdin/stdout to that
   port, which is what an ssh `ProxyCommand` needs.
+* `tunnel --no-autoupdate --metrics 127.0.0.1:MPORT run` with TUNNEL_TOKEN (or `--token`): a
+  named tunnel. Like the real one, the token is base64 JSON `{"a": account, "t": tunnel id,
+  "s": secret}`, and the hostname and service (`ssh://localhost:PORT`) come from the tunnel's
+  configuration at Cloudflare, played here by the JSON file CLOUDFLARED_STANDIN_ROUTES
+  (`{tunnel id: {"hostname": H, "service": "ssh://localhost:PORT", "secret": S}}`); an unknown
+  tunnel or a wrong secret is refused as the real one refuses a bad token, and it exits 1.
 * `--version` / `version` prints `cloudflared version 2024.11.1 (built ...)`.
 
 Environment: CLOUDFLARED_STANDIN_REGISTRY (folder, required), CLOUDFLARED_STANDIN_MODE
@@ -113,6 +119,26 @@ def _registry() -> Path:
     return Path(folder)
 
 
+ROUTES_ENV = "CLOUDFLARED_STANDIN_ROUTES"
+
+
+def _named_route(argv: List[str], log: _Log) -> Optional[dict]:
+    """The named tunnel's configuration "at Cloudflare" for the token given, or None (refused)."""
+    import base64
+
+    token = _flag(argv, "--token") or os.environ.get("TUNNEL_TOKEN", "")
+    try:
+        fields = json.loads(base64.b64decode(token + "=" * (-len(token) % 4)))
+        routes = json.loads(Path(os.environ[ROUTES_ENV]).read_text())
+        route = routes[fields["t"]]
+        if route.get("secret") != fields["s"]:
+            raise KeyError("secret")
+    except (ValueError, KeyError, TypeError, OSError):
+        log("ERR", "Provided Tunnel token is not valid.")
+        return None
+    return route
+
+
 def tunnel(argv: List[str]) -> int:
     log = _Log(_flag(argv, "--logfile"))
     mode = os.environ.get(MODE_ENV, "")
@@ -120,13 +146,19 @@ def tunnel(argv: List[str]) -> int:
         log("ERR", "Couldn't start tunnel error=\"stand-in told to die\"")
         return 1
     url, metrics = _flag(argv, "--url"), _flag(argv, "--metrics")
+    named = None
+    if "run" in argv:
+        named = _named_route(argv, log)
+        if named is None:
+            return 1
+        url = named["service"]
     if not url or "://" not in url or not metrics:
         log("ERR", f"stand-in needs --url ssh://localhost:PORT and --metrics HOST:PORT, got {argv}")
         return 2
     origin_host, _, origin_port = url.split("://", 1)[1].rstrip("/").rpartition(":")
     origin = (origin_host or "localhost", int(origin_port))
     registry = _registry()
-    hostname = "-".join(random.sample(WORDS, 4)) + ".trycloudflare.com"
+    hostname = named["hostname"] if named else "-".join(random.sample(WORDS, 4)) + ".trycloudflare.com"
     connector = str(uuid.uuid4())
     created = threading.Event()  # set once the banner is logged, as the real one does
 
@@ -189,12 +221,14 @@ def tunnel(argv: List[str]) -> int:
             threading.Thread(target=_bridge, args=(client, origin, log), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    log("INF", "Requesting new quick Tunnel on trycloudflare.com...")
+    log("INF", "Starting tunnel from its remote configuration" if named else
+        "Requesting new quick Tunnel on trycloudflare.com...")
     log("INF", f"Starting metrics server on {metrics}/metrics")
     if mode != "no-hostname":
         stopping.wait(READY_AFTER_S)
-        log("INF", "Your quick Tunnel has been created! Visit it at (it may take some time to be "
-                   f"reachable): https://{hostname}")
+        if not named:
+            log("INF", "Your quick Tunnel has been created! Visit it at (it may take some time to be "
+                       f"reachable): https://{hostname}")
         log("INF", f"Registered tunnel connection connIndex=0 connection={connector} location=test")
         created.set()
     try:

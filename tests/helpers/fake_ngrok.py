@@ -23,6 +23,18 @@ file) or by FAKE_NGROK_MODE:
     FAKE_NGROK_FORWARD_TO=h:p   every public port forwards to h:p instead of the upstream
                                 asked for (an address that reaches some other machine)
     FAKE_NGROK_ARGV_LOG=path    appends each invocation's argv (JSON) to that file
+    FAKE_NGROK_MODE_FILE=path   the mode, read from that file at each start (when it exists), so a
+                                test can make the next agent fail while a server is running
+
+Reserved addresses: an endpoint asked for `url: tcp://HOST:PORT` (v3) or `remote_addr:
+HOST:PORT` (v2) gets exactly that port when HOST is the public host (an address this
+"account" reserved); any other host is refused with ERR_NGROK_307, as ngrok refuses an
+address the account has not reserved. `metadata` is kept and listed with the endpoint.
+
+ngrok's cloud: with FAKE_NGROK_CLOUD_DIR set, each endpoint is also registered there as
+`<id>.json`, in the shape the ngrok API's `GET /endpoints` lists (plus the agent's pid, so
+the API stand-in, tests/helpers/ngrok_api.py, drops the endpoints of an agent that died, as
+ngrok's cloud does when an agent's session ends); removed when the endpoint or agent stops.
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote
 
 VERSION = "3.22.1"
+SESSION_ID = f"ts_{uuid.uuid4().hex[:24]}"
+AGENT = None  # the running Agent, for the SIGTERM handler's tidy-up
 
 
 def now() -> str:
@@ -99,12 +113,12 @@ def add_authtoken(argv: list) -> int:
 class Forward:
     """A public port that forwards each connection to the upstream, both ways."""
 
-    def __init__(self, public_host: str, upstream: tuple, drop: bool = False) -> None:
+    def __init__(self, public_host: str, upstream: tuple, drop: bool = False, port: int = 0) -> None:
         self.upstream = upstream
         self.drop = drop
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((public_host, 0))
+        self.sock.bind((public_host, port))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.closed = False
@@ -156,6 +170,12 @@ class Forward:
             pass
 
 
+NOT_RESERVED = (
+    "You must reserve an address for your account before it can be used. Failed to create the address "
+    "{addr} for the account ac_2standin in region us. (Hint: Did you reserve the address in this region?)"
+    "\\r\\n\\r\\nReserve an address on your dashboard: https://dashboard.ngrok.com/tcp-addresses"
+    "\\r\\n\\r\\nERR_NGROK_307\\r\\n")
+
 CARD_REQUIRED = (
     "You must add a credit or debit card before you can use TCP endpoints on a free account. "
     "We require a valid card as a security measure to prevent abuse. Your card will not be "
@@ -183,10 +203,11 @@ class Agent:
         name = body.get("name") or f"ep-{uuid.uuid4()}"
         if api == "endpoints":
             upstream_url = (body.get("upstream") or {}).get("url", "80")
-            scheme = (body.get("url") or "http://").split("://")[0]
+            scheme, _, wanted = (body.get("url") or "http://").partition("://")
         else:
             upstream_url = str(body.get("addr", "80"))
             scheme = body.get("proto", "http")
+            wanted = body.get("remote_addr") or ""
         if scheme != "tcp":
             return 400, {"error_code": 102, "status_code": 400, "msg": "invalid tunnel configuration",
                          "details": {"err": "the stand-in only serves TCP endpoints"}}
@@ -194,8 +215,22 @@ class Agent:
             log("eror", "failed to start tunnel", obj="tunnels", err=f'"{CARD_REQUIRED}"')
             return 502, {"error_code": 102, "status_code": 502, "msg": "failed to start tunnel",
                          "details": {"err": CARD_REQUIRED.replace("\\r", "\r").replace("\\n", "\n")}}
+        reserved_port = 0
+        if wanted:
+            host, _, port = wanted.rpartition(":")
+            if host != self.public_host or not port.isdigit():
+                err = NOT_RESERVED.format(addr=wanted)
+                log("eror", "failed to start tunnel", obj="tunnels", err=f'"{err}"')
+                return 502, {"error_code": 102, "status_code": 502, "msg": "failed to start tunnel",
+                             "details": {"err": err.replace("\\r", "\r").replace("\\n", "\n")}}
+            reserved_port = int(port)
         elsewhere = os.environ.get("FAKE_NGROK_FORWARD_TO")
-        forward = Forward(self.public_host, parse_upstream(elsewhere or upstream_url), drop=self.mode == "drop")
+        try:
+            forward = Forward(self.public_host, parse_upstream(elsewhere or upstream_url),
+                              drop=self.mode == "drop", port=reserved_port)
+        except OSError as exc:
+            return 502, {"error_code": 102, "status_code": 502, "msg": "failed to start tunnel",
+                         "details": {"err": f"the address {wanted} is in use: {exc}"}}
         public = f"tcp://{self.public_host}:{forward.port}"
         record = {
             "id": f"ep_{uuid.uuid4().hex[:24]}", "name": name, "uri": f"/api/{api}/{quote(name, safe='')}",
@@ -205,6 +240,8 @@ class Agent:
             "metrics": {"conns": {"count": 0, "gauge": 0, "rate1": 0, "rate5": 0, "rate15": 0,
                                   "p50": 0, "p90": 0, "p95": 0, "p99": 0}},
         }
+        if body.get("metadata"):
+            record["metadata"] = str(body["metadata"])
         if api == "endpoints":
             record.pop("public_url")
         else:
@@ -212,6 +249,7 @@ class Agent:
         with self.lock:
             self.endpoints[name] = record
             self.forwards[name] = forward
+        self.register(record, public, upstream_url)
         log("info", "started tunnel", obj="tunnels", name=name, addr=f"//{upstream_url}", url=public)
         return 201, record
 
@@ -221,7 +259,49 @@ class Agent:
             record = self.endpoints.pop(name, None)
         if forward:
             forward.close()
+        if record:
+            self.unregister(record)
         return 204 if record else 404
+
+    # -- ngrok's cloud: what its API lists ----------------------------------------------------
+    @staticmethod
+    def cloud_dir():
+        return os.environ.get("FAKE_NGROK_CLOUD_DIR")
+
+    def register(self, record: dict, public: str, upstream_url: str) -> None:
+        folder = self.cloud_dir()
+        if not folder:
+            return
+        hostport = public.split("://", 1)[1]
+        host, _, port = hostport.rpartition(":")
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ep_id = record["id"]
+        listed = {"id": ep_id, "region": "us", "created_at": stamp, "updated_at": stamp,
+                  "public_url": public, "proto": "tcp", "scheme": "tcp", "hostport": hostport,
+                  "host": host, "port": int(port), "type": "agent", "metadata": record.get("metadata", ""),
+                  "description": "", "upstream_url": upstream_url, "upstream_protocol": "tcp", "url": public,
+                  "tunnel": {"id": "tn_" + ep_id[3:], "uri": f"https://api.ngrok.com/tunnels/tn_{ep_id[3:]}"},
+                  "tunnel_session": {"id": SESSION_ID, "uri": f"https://api.ngrok.com/tunnel_sessions/{SESSION_ID}"},
+                  "uri": f"https://api.ngrok.com/endpoints/{ep_id}", "name": record["name"],
+                  "pooling_enabled": False, "agent_pid": os.getpid()}
+        tmp = os.path.join(folder, f".{ep_id}.tmp")
+        with open(tmp, "w") as handle:
+            json.dump(listed, handle)
+        os.replace(tmp, os.path.join(folder, f"{ep_id}.json"))
+
+    def unregister(self, record: dict) -> None:
+        folder = self.cloud_dir()
+        if folder:
+            try:
+                os.unlink(os.path.join(folder, f"{record['id']}.json"))
+            except FileNotFoundError:
+                pass
+
+    def unregister_all(self) -> None:
+        with self.lock:
+            records = list(self.endpoints.values())
+        for record in records:
+            self.unregister(record)
 
 
 def make_handler(agent: Agent):
@@ -291,19 +371,29 @@ def make_handler(agent: Agent):
     return Handler
 
 
+def _mode_from_file() -> str:
+    """FAKE_NGROK_MODE_FILE: a mode a test may change while a server runs (a token revoked meanwhile)."""
+    path = os.environ.get("FAKE_NGROK_MODE_FILE")
+    try:
+        return open(path).read().strip() if path else ""
+    except OSError:
+        return ""
+
+
 def start(argv: list) -> int:
     config_path = option(argv, "--config") or default_config_path()
     config = read_config(config_path)
     token = option(argv, "--authtoken") or (config.get("agent") or {}).get("authtoken") \
         or os.environ.get("NGROK_AUTHTOKEN") or ""
-    mode = os.environ.get("FAKE_NGROK_MODE") or next(
+    mode = os.environ.get("FAKE_NGROK_MODE") or _mode_from_file() or next(
         (m for prefix, m in (("bad", "bad-token"), ("nocard", "card-required"), ("silent", "silent"))
          if token.startswith(prefix)), "ok")
     if mode == "silent":
         while True:
             time.sleep(3600)
     log("info", "open config file", path=config_path, err="nil")
-    agent = Agent(mode, os.environ.get("FAKE_NGROK_PUBLIC_HOST", "127.0.0.1"))
+    global AGENT
+    agent = AGENT = Agent(mode, os.environ.get("FAKE_NGROK_PUBLIC_HOST", "127.0.0.1"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(agent))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -350,5 +440,10 @@ def main(argv: list) -> int:
 if __name__ == "__main__":
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    def _stop(*_args) -> None:
+        if AGENT is not None:  # an agent that stops ends its session: ngrok's cloud lists its endpoints no more
+            AGENT.unregister_all()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
     sys.exit(main(sys.argv[1:]))

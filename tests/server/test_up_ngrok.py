@@ -102,13 +102,20 @@ def test_silent_agent_times_out_clearly(ngrok_agent, tmp_path):
     assert _our_processes(state_dir) == []
 
 
-def test_agent_exiting_takes_the_server_down(ngrok_agent, tmp_path):
+def test_agent_that_cannot_come_back_takes_the_server_down(ngrok_agent, tmp_path):
+    """A dead agent is restarted (tests/follow); one ngrok then refuses for good (the token was
+    revoked meanwhile) stops the server, everything recorded with it."""
     _key, env = _env(tmp_path, GOOD_TOKEN)
+    mode_file = tmp_path / "agent-mode"
+    env["FAKE_NGROK_MODE_FILE"] = str(mode_file)
     state_dir = tmp_path / "state"
     info = up_detached(state_dir, env=env)
+    mode_file.write_text("bad-token")
     os.kill(info["pids"]["agent"], 9)
-    assert_all_gone(info, timeout=20)
-    assert "the ngrok agent exited" in (state_dir / "supervisor.log").read_text()
+    assert_all_gone(info, timeout=30)
+    log = (state_dir / "supervisor.log").read_text()
+    assert "the ngrok agent exited" in log and "the tunnel cannot come back: ngrok rejected the authtoken" in log
+    assert GOOD_TOKEN not in log
     assert not (state_dir / "state.json").exists()
 
 
