@@ -11,6 +11,7 @@ remotectl stays cheap.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
@@ -128,6 +129,22 @@ def agent(agent_path: Optional[str]) -> Optional[Agent]:
     if running is None:
         return None
     return Agent(pid=running.proc.pid, api_url=running.api_url, handle=running)
+
+
+def unread_output(running: Optional[Agent], limit: int = 65536) -> str:
+    """The rest of an exited agent's stdout that pyngrok's start-up loop left unread ("" if none)."""
+    proc = getattr(getattr(running, "handle", None), "proc", None)
+    stream = getattr(proc, "stdout", None)
+    if proc is None or stream is None or proc.poll() is None or stream.closed:
+        return ""
+    try:
+        os.set_blocking(stream.fileno(), False)  # a child still holding the pipe must not block us
+        data = stream.read(limit)
+    except (OSError, ValueError):
+        return ""
+    if not data:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
 
 def forget(config: Any, running: Optional[Agent]) -> None:

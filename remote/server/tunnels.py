@@ -152,6 +152,7 @@ class NgrokTunnel(Tunnel):
         self._watchdog_fired = False
         self._tracker: Any = NOT_TRACKED
         self._agent_pid: Optional[int] = None
+        self._starting: Optional[pyngrok.Agent] = None  # the agent seen during start-up
 
     # -- preparing (before any detaching, so downloads are seen) -----------------------------
     def prepare(self, echo: Echo) -> None:
@@ -222,6 +223,8 @@ class NgrokTunnel(Tunnel):
             text = exc.ngrok_error or ""
             if not text:
                 text = "\n".join(getattr(log, "line", "") for log in exc.ngrok_logs[-8:])
+            if not _ERR_CODE.search(text):
+                text = "\n".join(filter(None, (text, self._last_words())))
             raise explain_ngrok(text, self._secret(), started=False,
                                 timed_out=timed_out and not _ERR_CODE.search(text),
                                 timeout=timeout) from None
@@ -265,6 +268,7 @@ class NgrokTunnel(Tunnel):
         if self._agent_pid is None:
             running = pyngrok.agent(self.agent_path)
             if running is not None:
+                self._starting = running
                 self._note_pid(running.pid)
         line = _redact(getattr(log, "line", ""), self._secret())
         with self._log_lock:
@@ -273,6 +277,17 @@ class NgrokTunnel(Tunnel):
                 os.write(fd, (line + "\n").encode())
             finally:
                 os.close(fd)
+
+    def _last_words(self) -> str:
+        """What an agent that exited during start-up wrote after the line pyngrok read last.
+
+        pyngrok stops reading as soon as the agent has exited, so the line that says why (the
+        ERR_NGROK_105 of a bad token) can still sit in the pipe; it goes to ngrok.log too.
+        """
+        text = pyngrok.unread_output(self._starting)
+        for line in text.splitlines():
+            self._record(type("Line", (), {"line": line})())
+        return text
 
     def _kill_agent(self) -> None:
         self._watchdog_fired = True

@@ -15,6 +15,8 @@ Failure variants, chosen by the authtoken's prefix (so they travel through the r
 file) or by FAKE_NGROK_MODE:
     bad...     / bad-token      the session is refused as the real agent logs it (ERR_NGROK_105,
                                 quoting the token, as ngrok does), and the agent exits 1
+    burst...                    the same refusal, but the agent has exited before pyngrok reads
+                                its first line (a loaded machine); pyngrok stops reading then
     nocard...  / card-required  the session starts, but creating a TCP endpoint answers 502
                                 with ERR_NGROK_8013 in the body, as the agent's API does
     silent...  / silent         prints nothing and hangs (pyngrok would wait forever)
@@ -59,9 +61,17 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
+BURST = False  # "burst..." tokens: the refusal's lines leave in one write, then the agent is gone
+HELD: list = []
+
+
 def log(lvl: str, msg: str, **fields: str) -> None:
     extra = "".join(f" {k}={v}" for k, v in fields.items())
-    sys.stdout.write(f't={now()} lvl={lvl} msg="{msg}"{extra}\n')
+    line = f't={now()} lvl={lvl} msg="{msg}"{extra}\n'
+    if BURST:
+        HELD.append(line)
+        return
+    sys.stdout.write(line)
     sys.stdout.flush()
 
 
@@ -386,8 +396,17 @@ def start(argv: list) -> int:
     token = option(argv, "--authtoken") or (config.get("agent") or {}).get("authtoken") \
         or os.environ.get("NGROK_AUTHTOKEN") or ""
     mode = os.environ.get("FAKE_NGROK_MODE") or _mode_from_file() or next(
-        (m for prefix, m in (("bad", "bad-token"), ("nocard", "card-required"), ("silent", "silent"))
+        (m for prefix, m in (("bad", "bad-token"), ("burst", "bad-token"), ("nocard", "card-required"),
+                             ("silent", "silent"))
          if token.startswith(prefix)), "ok")
+    global BURST
+    BURST = token.startswith("burst")
+    if BURST:  # the agent pyngrok started is gone before its first line; a child says why
+        parent = os.getpid()
+        if os.fork():
+            os._exit(1)
+        while os.getppid() == parent:
+            time.sleep(0.01)
     if mode == "silent":
         while True:
             time.sleep(3600)
@@ -411,6 +430,9 @@ def start(argv: list) -> int:
             id=uuid.uuid4().hex[:12], err=f'"{err}"')
         log("eror", "session closing", obj="tunnels.session", err=f'"{err}"')
         log("info", "received stop request", obj="app", stopReq='"{err:<nil> restart:false}"')
+        if BURST:  # as an agent that dies at once: its last lines are still in the pipe
+            os.write(sys.stdout.fileno(), "".join(HELD).encode())
+            os._exit(1)
         return 1
     log("info", "client session established", obj="tunnels.session")
     log("info", "tunnel session started", obj="tunnels.session")

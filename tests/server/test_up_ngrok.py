@@ -90,6 +90,23 @@ def test_ngrok_refusals_are_explained_and_nothing_left(ngrok_agent, tmp_path, to
     assert token not in (state_dir / "ngrok.log").read_text()
 
 
+def test_a_refusal_the_agent_dies_right_after_is_still_explained(ngrok_agent, tmp_path):
+    """pyngrok stops reading once the agent has exited: the ERR_NGROK_105 line can still sit in
+    the pipe. It is read from there, so a bad token is never a raw 'stopped during start-up'."""
+    token = "burst_" + GOOD_TOKEN
+    _key, env = _env(tmp_path, token)
+    for attempt in range(3):
+        state_dir = tmp_path / f"state{attempt}"
+        result = remotectl("up", "--state-dir", str(state_dir), env=env)
+        assert result.returncode == 1
+        assert result.stderr.startswith("remotectl: error: ngrok rejected the authtoken (ERR_NGROK_105)"), \
+            result.stderr
+        assert token not in result.stdout + result.stderr
+        assert "ERR_NGROK_105" in (state_dir / "ngrok.log").read_text()
+        assert token not in (state_dir / "ngrok.log").read_text()
+        assert _our_processes(state_dir) == []
+
+
 @pytest.mark.slow
 def test_silent_agent_times_out_clearly(ngrok_agent, tmp_path):
     _key, env = _env(tmp_path, "silent_" + GOOD_TOKEN)
