@@ -47,3 +47,51 @@ def test_quick_start_and_no_made_up_repository():
     made_up = "github.com/" + "remotectl/remotectl"  # the repository that never existed
     for text in (readme, (REPO / "scripts" / "colab_bootstrap.ipynb").read_text()):
         assert made_up not in text
+
+
+# -- the README stays a guide; reference detail lives in docs/, every link of it resolving -----
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(text: str) -> set:
+    """The heading anchors GitHub makes for a Markdown text (duplicates get -1, -2, ...)."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)  # no headings inside code blocks
+    seen: dict = {}
+    found = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def _local_links(page: Path) -> list:
+    """(target file, anchor or None) for each link of `page` that stays inside the repository."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
+    out = []
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        out.append(((page.parent / path).resolve() if path else page, anchor or None))
+    return out
+
+
+def test_readme_fits_a_newcomer_under_350_lines():
+    lines = _readme().count("\n")
+    assert lines < 350, f"README.md has {lines} lines; move reference detail into docs/"
+
+
+def test_every_docs_page_is_linked_from_the_readme_and_every_link_resolves():
+    docs = sorted((REPO / "docs").glob("*.md"))
+    assert docs, "the reference pages live in docs/"
+    linked = {target for target, _ in _local_links(REPO / "README.md")}
+    for page in docs:
+        assert page.resolve() in linked, f"README.md does not link {page.relative_to(REPO)}"
+    for page in [REPO / "README.md", *docs]:
+        for target, anchor in _local_links(page):
+            where = f"{page.relative_to(REPO)} -> {target.relative_to(REPO)}"
+            assert target.exists(), f"{where}: no such file"
+            if anchor and target.suffix == ".md":
+                assert anchor in _anchors(target.read_text()), f"{where}#{anchor}: no such heading"
