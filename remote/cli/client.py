@@ -167,8 +167,8 @@ def connect(card: Tuple[str, ...], colab_session: Optional[str], gpu: Optional[s
         _warn("no host key given, so the first connection will trust whatever key answers "
               "(StrictHostKeyChecking accept-new).\n"
               "Someone between you and the host at that moment would be trusted; pass --host-key "
-              "or use the card. Each such connect gets its own alias, so a reused ngrok address "
-              "never meets an old key.")
+              "or use the card. Each such connect forgets the key pinned under this name first, so "
+              "a reused ngrok address never meets an old machine's key.")
     applied = manage.apply_connect(lay, req)
     record = applied.record
     for warning in applied.warnings:
