@@ -40,3 +40,11 @@ def _real_accounts_untouched():
     yield
     changed = [name for name, data in _account_bytes().items() if data != before[name]]
     assert not changed, f"the test run changed {', '.join(changed)}: a test touched a real account"
+
+
+# -- the long runs first -------------------------------------------------------------------------
+def pytest_collection_modifyitems(config, items):
+    """With several workers (`-n`), a 30 s test handed out last is the whole run's tail: the
+    tests marked slow are handed out first (a stable sort keeps each group's order)."""
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -47,6 +47,7 @@ def test_connect_checks_and_ssh_logs_in_without_prompt(sshd, ssh_dir, client_key
     assert f"root@127.0.0.1:{sshd.port}" in table.stdout and "ok " in table.stdout
 
 
+@pytest.mark.slow
 def test_changed_host_key_is_refused_by_ssh_and_check(sshd, ssh_dir, client_key):
     assert connect(ssh_dir, client_key, sshd.card().encode(), "--no-check").returncode == 0
     assert ssh(ssh_dir / "config", "colab", "true").returncode == 0
@@ -72,6 +73,7 @@ def test_changed_host_key_is_refused_by_ssh_and_check(sshd, ssh_dir, client_key)
     assert (ssh_dir / "remotectl" / "known_hosts").read_text() == f"remotectl.colab {sshd.host_public_key}\n"
 
 
+@pytest.mark.slow
 def test_eight_concurrent_connects_all_land(sshd, ssh_dir, client_key):
     procs = [subprocess.Popen(
         [sys.executable, "-m", "remote.cli", "connect", sshd.card(session=f"s{i}").encode(),
@@ -90,6 +92,7 @@ def test_eight_concurrent_connects_all_land(sshd, ssh_dir, client_key):
     assert ssh(ssh_dir / "config", "gpu5", "true").returncode == 0
 
 
+@pytest.mark.slow
 def test_keygen_key_is_valid_openssh_and_logs_in(sshd, ssh_dir):
     made = remotectl("keygen", "--ssh-dir", str(ssh_dir), console=True)
     assert made.returncode == 0, made.stderr
@@ -115,6 +118,7 @@ def test_keygen_key_is_valid_openssh_and_logs_in(sshd, ssh_dir):
     assert ssh(ssh_dir / "config", "colab", "true").returncode == 0
 
 
+@pytest.mark.slow
 def test_plain_address_with_host_key_pins_it(sshd, ssh_dir, client_key):
     words = ["ssh", "root@127.0.0.1", "-p", str(sshd.port), "--host-key", sshd.host_public_key]
     result = connect(ssh_dir, client_key, words)

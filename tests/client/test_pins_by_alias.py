@@ -34,6 +34,7 @@ def block(config_text: str, name: str) -> str:
     return match.group(0)
 
 
+@pytest.mark.slow
 def test_a_card_reusing_a_session_cannot_touch_another_hosts_pin(sshd, ssh_dir, client_key, tmp_path_factory,
                                                                request):
     assert connect(ssh_dir, client_key, sshd.card(session="s1")).returncode == 0
@@ -58,6 +59,7 @@ def test_a_card_reusing_a_session_cannot_touch_another_hosts_pin(sshd, ssh_dir, 
     assert PinStore(pins).lookup("other") == other.host_public_key
 
 
+@pytest.mark.slow
 def test_check_verifies_against_the_pin_in_known_hosts_not_the_registry(sshd, ssh_dir, client_key):
     assert connect(ssh_dir, client_key, sshd.card(), "--no-check").returncode == 0
     registry = ssh_dir / "remotectl" / "hosts.json"
@@ -78,6 +80,7 @@ def test_check_verifies_against_the_pin_in_known_hosts_not_the_registry(sshd, ss
     assert gone.returncode == 1 and "no host key is pinned for colab" in gone.stderr
 
 
+@pytest.mark.slow
 def test_older_session_keyed_pins_migrate_on_the_next_connect(sshd, ssh_dir, client_key):
     """Files as remotectl wrote them before pins were keyed by alias: `remotectl-<session>`."""
     lay = layout(str(ssh_dir))

@@ -67,6 +67,7 @@ def make_saved(folder: Path) -> Path:
     return folder / "saved"
 
 
+@pytest.mark.slow
 def test_pull_lands_like_rsync_twice_without_nesting(sshd, ssh_dir, client_key, tmp_path):
     project = tmp_path / "remote" / "proj"
     saved = make_saved(project)
@@ -97,6 +98,7 @@ def test_pull_lands_like_rsync_twice_without_nesting(sshd, ssh_dir, client_key, 
     assert int((tmp_path / "cfg-copy.json").stat().st_mtime) == STAMP
 
 
+@pytest.mark.slow
 def test_push_lands_like_rsync_keeps_modes_and_refuses_links_out(sshd, ssh_dir, client_key, tmp_path):
     project = tmp_path / "remote" / "proj"
     project.mkdir(parents=True)
@@ -143,6 +145,7 @@ def test_nothing_is_written_through_a_local_link_inside_dest(sshd, ssh_dir, clie
     assert (home / "saved" / "models" / "run1").is_symlink()  # the user's link itself is left alone
 
 
+@pytest.mark.slow
 def test_same_size_rewrite_is_copied_again_and_verify_catches_a_kept_mtime(sshd, ssh_dir, client_key, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()
@@ -192,6 +195,7 @@ def _interrupted(ssh_dir, args, part: Path, at_least: int) -> None:
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_resume_only_while_the_source_is_unchanged(sshd, ssh_dir, client_key, tmp_path, request):
     link = SlowLink(sshd.port, rate=1_500_000)
     request.addfinalizer(link.stop)
@@ -231,6 +235,7 @@ def test_resume_only_while_the_source_is_unchanged(sshd, ssh_dir, client_key, tm
     assert (remote / "upload.bin").read_bytes() == data
 
 
+@pytest.mark.slow
 def test_progress_without_a_terminal_ends_every_line(sshd, ssh_dir, client_key, tmp_path, request):
     link = SlowLink(sshd.port, rate=1_000_000)
     request.addfinalizer(link.stop)
@@ -246,6 +251,7 @@ def test_progress_without_a_terminal_ends_every_line(sshd, ssh_dir, client_key, 
     assert len(lines) >= 2 and lines[-1].startswith("pull big.bin: 6.5/6.5 MB (100%)")
 
 
+@pytest.mark.slow
 def test_without_openssh_the_same_copy_runs_over_paramiko_with_the_pin(sshd, ssh_dir, client_key, tmp_path):
     project = tmp_path / "remote" / "proj"
     saved = make_saved(project)

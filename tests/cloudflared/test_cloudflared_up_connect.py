@@ -75,6 +75,7 @@ def server(standin, tmp_path, request):
     return info, key, state_dir, env
 
 
+@pytest.mark.slow
 def test_up_connect_ssh_check_down(server, standin, tmp_path):
     info, key, state_dir, env = server
     card = cards.decode(info["connect_line"])

@@ -64,6 +64,7 @@ def test_push_copies_what_git_would_carry(link, work_tree, tmp_path):
     assert again.files == done.files
 
 
+@pytest.mark.slow
 def test_clone_then_present_and_never_over_a_folder(link, work_tree, tmp_path):
     bare = tmp_path / "origin.git"
     git("clone", "-q", "--bare", str(work_tree), str(bare))

@@ -189,6 +189,7 @@ def test_openssh_version_is_the_real_clients(user):
     assert finding["detail"].startswith(real)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_healthy_setup_exits_zero(user, tmp_path_factory, request):
     public = user.keygen()

@@ -42,6 +42,7 @@ def test_connect_writes_the_proxy_entry_and_ssh_goes_where_the_record_says(runti
     assert out.returncode == 0 and out.stdout.strip() == "followed", out.stderr
 
 
+@pytest.mark.slow
 def test_the_runtime_moves_and_ssh_follows_with_nothing_run_on_the_laptop(runtime, laptop, followed):
     old_port = runtime.sshd.port
     runtime.sshd.stop()
@@ -136,6 +137,7 @@ def test_the_card_must_carry_an_ed25519_key_and_the_folder_must_exist(runtime, l
     assert snapshot(laptop.ssh_dir) == before
 
 
+@pytest.mark.slow
 def test_pull_and_push_go_through_the_followed_entry(runtime, laptop, followed, tmp_path):
     local = tmp_path / "upload"
     local.mkdir()
@@ -197,6 +199,7 @@ def test_the_proxy_by_hand_refuses_a_host_that_follows_nothing(runtime, laptop):
     assert "plain does not follow a record" in out.stderr
 
 
+@pytest.mark.slow
 def test_an_ssh_folder_with_spaces_quotes_and_percent_still_proxies(runtime, tmp_path):
     """The ProxyCommand names the ssh folder: ssh expands %-tokens and the shell reads quotes in it."""
     odd = tmp_path / "it's 100% mine"

@@ -107,6 +107,7 @@ def _cell() -> str:
     return [c for c in nb.cells if c.cell_type == "code"][0].source
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_bootstrap_with_drive_keeps_identity_and_checkpoints(tmp_path):
     key, public = client_key(tmp_path / "client")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from _template_run import CONFIG, PROJECT
 from torch.utils.data import DataLoader
@@ -57,6 +58,7 @@ CLASSIC_CONFIG = {  # the classic template's config.json, with its MNIST parts s
 }
 
 
+@pytest.mark.slow
 def test_a_classic_config_and_loader_train_and_resume(train, tmp_path, monkeypatch):
     import data_loader.data_loaders as module_data
 

@@ -120,6 +120,7 @@ def test_config_mistakes_are_one_line_with_exit_2(tmp_path, save_dir, capsys, ca
     assert not save_dir.exists()  # nothing is written before every check has passed
 
 
+@pytest.mark.slow
 def test_a_config_mistake_is_the_exit_status_of_the_process(tmp_path):
     path = write_config(tmp_path, "c.json", unknown_arch)
     run = run_process(train_cmd(tmp_path / "saved", config=path), tmp_path / "saved", "t", timeout=120)
@@ -150,6 +151,7 @@ def test_numbers_and_words_as_people_write_them(tmp_path):
     assert config["trainer"]["tensorboard"] == "yes"  # validate is dict in, dict out
 
 
+@pytest.mark.slow
 def test_the_readme_lr_example_trains_with_that_rate(train):
     run = train("--epochs", "1", "--set", "optimizer.args.lr=1e-3", "--set", "lr_scheduler=null")
     assert run.returncode == 0, run.stderr
@@ -158,6 +160,7 @@ def test_the_readme_lr_example_trains_with_that_rate(train):
     assert json.loads((run.run_dir / "config.json").read_text())["optimizer"]["args"]["lr"] == 0.001
 
 
+@pytest.mark.slow
 def test_yaml_config_from_inside_project_with_short_flags_and_set(tmp_path, monkeypatch):
     """A YAML config, run from inside project/: overrides are typed, a relative save_dir
     means the repository's saved/, and the run id is a timestamp to the microsecond."""

@@ -108,6 +108,7 @@ def test_test_py_bad_checkpoint_is_one_line(tmp_path):
         assert str(target) in err
 
 
+@pytest.mark.slow
 def test_the_default_run_as_a_process_from_the_command_line(tmp_path):
     """`python project/train.py -c project/config.json` in its own process (2 epochs)."""
     run = run_process(train_cmd(tmp_path / "saved", "--epochs", "2", run_id="cli"), tmp_path / "saved", "cli")

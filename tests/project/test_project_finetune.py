@@ -45,6 +45,7 @@ def test_fine_tune_a_digits_checkpoint_into_a_5_class_head(train, digits_checkpo
     assert typo.returncode == 2 and "no layer named head (layers: fc, features.1)" in typo.stderr
 
 
+@pytest.mark.slow
 def test_a_state_dict_file_and_a_classic_checkpoint_as_weights(train, digits_checkpoint, tmp_path):
     import parse_config
 
@@ -74,6 +75,7 @@ WARMUP = ["--set", "lr_scheduler={type: WarmupCosineLR, args: {warmup_steps: 0.2
           "--set", "arch.args.dropout=0.2", "--set", "trainer.keep_last=null", "--set", "trainer.log_step=1"]
 
 
+@pytest.mark.slow
 def test_warmup_cosine_follows_its_closed_form_and_resumes_exactly(train):
     straight = train("--epochs", "4", *WARMUP, run_id="straight")
     # a run stopped after 2 of its 4 epochs (a runtime reset): the same 80-step schedule
@@ -114,6 +116,7 @@ def test_step_level_scalars_reach_tensorboard_and_the_curves(train):
     assert (run.log_dir / "metrics.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy")
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_the_run_and_a_resume_keeps_its_id(train, monkeypatch, tmp_path):
     pytest.importorskip("wandb") if False else None  # wandb is in the dev extras: a real install
     from wandb.proto import wandb_internal_pb2

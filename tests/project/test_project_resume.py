@@ -35,6 +35,7 @@ def assert_same_training_state(a: dict, b: dict) -> None:
         assert_same_tree(a[key], b[key], key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["epochs", "iterations"])
 def test_resumed_run_equals_uninterrupted_run(train, mode):
     extra = EXACT + (["--set", "trainer.len_epoch=13"] if mode == "iterations" else [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from _redteam import remotectl
 
 
@@ -16,6 +17,7 @@ def test_bare_remotectl_prints_its_help_not_an_error():
     assert "connect" in result.stdout and result.stderr == ""
 
 
+@pytest.mark.slow
 def test_every_command_answers_help_on_stdout():
     listing = remotectl("--help").stdout
     commands = re.findall(r"^  ([a-z][a-z-]+)  ", listing.split("Commands:", 1)[1], re.M)

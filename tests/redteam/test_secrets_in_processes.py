@@ -30,6 +30,7 @@ def _holders(secret: bytes):
     return found
 
 
+@pytest.mark.slow
 def test_the_token_is_in_no_process_environment_and_no_ssh_session(ngrok_agent, tmp_path):
     token = GOOD_TOKEN + os.urandom(6).hex()
     hf_token = "hf_" + os.urandom(8).hex()  # under a carried prefix (HF_), but a credential

@@ -201,6 +201,7 @@ def _kill_round(kind: str, state_dir: Path, runner: Runner, env: Dict[str, str],
             "status": report["state"], "cleaned_by": "up" if clean_with_up else "down"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["foreground", "kernel", "supervisor", "detach-parent", "password"])
 def test_sigkill_at_random_points_of_up_leaves_nothing_untracked(ngrok_agent, tmp_path, kind):
     _key, public = client_key(tmp_path / "client")

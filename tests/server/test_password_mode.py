@@ -76,6 +76,7 @@ print("DOWN", json.dumps(session.down()), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_launch_ssh_with_password_then_secrets_nowhere(ngrok_agent, tmp_path, etc):
     """The seed's call, through the notebook API: ngrok plus password; the secrets leak nowhere."""
     token = GOOD_TOKEN + os.urandom(4).hex()
@@ -146,6 +147,7 @@ def test_weak_passwords_are_refused_and_nothing_changes(tmp_path, etc, password,
     assert not etc.path(RECORD).exists() and not state_dir.exists()
 
 
+@pytest.mark.slow
 def test_sshd_allows_three_tries_per_connection_then_the_right_password(tmp_path, etc):
     state_dir = tmp_path / "state"
     result = _up(etc, state_dir, _env(tmp_path))
@@ -169,6 +171,7 @@ def test_sshd_allows_three_tries_per_connection_then_the_right_password(tmp_path
         assert _down(etc, state_dir, _env(tmp_path)).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_second_password_server_is_refused_while_one_runs(tmp_path, etc):
     before = etc.shadow_line("root")
     env = _env(tmp_path)
@@ -219,6 +222,7 @@ def test_after_a_crash_any_down_puts_the_password_back_once(tmp_path, etc):
     assert_nothing_left(crashed)
 
 
+@pytest.mark.slow
 def test_two_password_servers_in_a_row_after_a_crash_leave_the_original(tmp_path, etc):
     """The issue's case: the second server must not save the first one's password as 'original'."""
     before = etc.shadow_line("root")

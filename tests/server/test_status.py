@@ -14,6 +14,7 @@ from helpers.sshkit import client_key, pid_alive, remotectl, up_detached
 pytestmark = pytest.mark.timeout(180)
 
 
+@pytest.mark.slow
 def test_status_follows_what_really_runs(ngrok_agent, tmp_path):
     _key, public = client_key(tmp_path / "client")
     env = dict(os.environ, REMOTECTL_AUTHORIZED_KEY=public, NGROK_AUTHTOKEN=GOOD_TOKEN)

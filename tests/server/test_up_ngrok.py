@@ -32,6 +32,7 @@ def _env(tmp_path, token, **extra):
     return key, env
 
 
+@pytest.mark.slow
 def test_login_through_the_tunnel(ngrok_agent, tmp_path):
     key, env = _env(tmp_path, GOOD_TOKEN)
     state_dir = tmp_path / "state"
@@ -90,6 +91,7 @@ def test_ngrok_refusals_are_explained_and_nothing_left(ngrok_agent, tmp_path, to
     assert token not in (state_dir / "ngrok.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_refusal_the_agent_dies_right_after_is_still_explained(ngrok_agent, tmp_path):
     """pyngrok stops reading once the agent has exited: the ERR_NGROK_105 line can still sit in
     the pipe. It is read from there, so a bad token is never a raw 'stopped during start-up'."""
