@@ -499,18 +499,7 @@ def pull(client: sf.SftpClient, run: Callable[[str], bytes], source: str, dest: 
         label = f"pull {clean_line(_last_component(src))}"
     else:
         raise BadInput(f"remote {clean_line(source)} is neither a file nor a folder")
-    files = [i for i in items if i.kind == "file"]
-    bar = Progress(sum(i.size for i in files), label, progress)
-    placed: List[Item] = []
-    try:
-        for item in items:
-            if item.kind == "dir":
-                _guard(stats, warn, item, tree.folder, item.rel)
-        for item in files:
-            if _guard(stats, warn, item, _pull_file, client, tree, item, stats, bar):
-                placed.append(item)
-    finally:
-        bar.close()
+    placed = _copy_items(items, tree, label, progress, _pull_file, client, stats, warn)
     made: Dict[Tuple[str, ...], Path] = {}
     for item in (i for i in items if i.kind == "link"):
         path = _guard(stats, warn, item, _make_local_link, tree, item, stats)
@@ -521,6 +510,25 @@ def pull(client: sf.SftpClient, run: Callable[[str], bytes], source: str, dest: 
         _verify_pull(client, run, tree, placed, stats, warn)
     _finish_local_dirs(tree, [i for i in items if i.kind == "dir"])
     return stats
+
+
+def _copy_items(items: List[Item], tree, label: str, progress: bool, copy_file, client: sf.SftpClient,
+                stats: TransferStats, warn: Warn) -> List[Item]:
+    """Folders first, then the files under one progress bar; the files copied (pull and push alike:
+    `copy_file` is _pull_file or _push_file, `tree` the matching confined tree)."""
+    files = [i for i in items if i.kind == "file"]
+    bar = Progress(sum(i.size for i in files), label, progress)
+    placed: List[Item] = []
+    try:
+        for item in items:
+            if item.kind == "dir":
+                _guard(stats, warn, item, tree.folder, item.rel)
+        for item in files:
+            if _guard(stats, warn, item, copy_file, client, tree, item, stats, bar):
+                placed.append(item)
+    finally:
+        bar.close()
+    return placed
 
 
 def _guard(stats: TransferStats, warn: Warn, item: Item, action, *args, **kwargs):
@@ -770,18 +778,7 @@ def push(client: sf.SftpClient, run: Callable[[str], bytes], source: str, dest: 
         label = f"push {clean_line(src.name)}"
     else:
         raise BadInput(f"{source} is neither a file nor a folder")
-    files = [i for i in items if i.kind == "file"]
-    bar = Progress(sum(i.size for i in files), label, progress)
-    placed: List[Item] = []
-    try:
-        for item in items:
-            if item.kind == "dir":
-                _guard(stats, warn, item, tree.folder, item.rel)
-        for item in files:
-            if _guard(stats, warn, item, _push_file, client, tree, item, stats, bar):
-                placed.append(item)
-    finally:
-        bar.close()
+    placed = _copy_items(items, tree, label, progress, _push_file, client, stats, warn)
     for item in (i for i in items if i.kind == "link"):
         _guard(stats, warn, item, _make_remote_link, client, tree, item, stats)
     if verify and placed:
