@@ -47,7 +47,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -310,32 +309,9 @@ def _bridge(port: int, slot: Path) -> int:
         return 1
     sock.settimeout(None)
 
-    def upstream() -> None:
-        try:
-            while True:
-                data = os.read(0, 65536)
-                if not data:
-                    break
-                sock.sendall(data)
-        except OSError:
-            pass
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+    from stdio_pump import pump_stdio  # run as the stand-in executable: this folder is sys.path[0]
 
-    threading.Thread(target=upstream, daemon=True).start()
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            view = memoryview(data)
-            while view:
-                view = view[os.write(1, view):]
-    except OSError:
-        pass
-    sock.close()
+    pump_stdio(sock)
     release()
     return 0
 
