@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from helpers.sshd import SshServer  # noqa: E402
+from helpers.sshd import SshServer, private_root  # noqa: E402
 
 from remote import endpoint_record as records  # noqa: E402
 from remote import keys  # noqa: E402
@@ -62,10 +62,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
-    private_root = Path.home() / ".cache" / "remotectl-bench"  # sshd StrictModes: not under /tmp
-    private_root.mkdir(parents=True, exist_ok=True)
-    os.chmod(private_root, 0o700)
-    with tempfile.TemporaryDirectory(dir=private_root) as tmp:
+    with tempfile.TemporaryDirectory(dir=private_root()) as tmp:  # sshd StrictModes: not under /tmp
         root = Path(tmp)
         os.chmod(root, 0o700)
         (root / "sshd").mkdir(mode=0o700)

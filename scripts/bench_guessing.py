@@ -166,14 +166,12 @@ def main() -> None:
     if args.inside:
         return inside(args)
     from helpers.private_etc import PrivateEtc, available
+    from helpers.sshd import private_root
 
     if not available():
         raise SystemExit("bench_guessing needs root, unshare and nsenter: it changes root's password, "
                          "inside a private copy of /etc only")
-    root = Path.home() / ".cache" / "remotectl-bench"  # sshd's StrictModes: not under /tmp
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
-    work = Path(tempfile.mkdtemp(dir=root))
+    work = Path(tempfile.mkdtemp(dir=private_root()))  # sshd's StrictModes: not under /tmp
     real = Path("/etc/shadow").read_bytes()
     try:
         with PrivateEtc(work / "ns") as etc:

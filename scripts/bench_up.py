@@ -43,14 +43,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from helpers.ngrok_standin import GOOD_TOKEN, write_agent
+    from helpers.sshd import private_root
 
     import remote
     from remote.keys import write_keypair
 
-    root = Path.home() / ".cache" / "remotectl-bench"  # sshd's StrictModes: not under /tmp
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
-    work = Path(tempfile.mkdtemp(dir=root))
+    work = Path(tempfile.mkdtemp(dir=private_root()))  # sshd's StrictModes: not under /tmp
     try:
         public = write_keypair(work / "id", comment="bench")
         os.environ["REMOTECTL_AUTHORIZED_KEY"] = public

@@ -35,6 +35,15 @@ SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
 
 
+def private_root() -> Path:
+    """~/.cache/remotectl-bench, 0700: the benchmarks' sshd folders live under it, since sshd's
+    StrictModes refuses keys under a world-writable folder such as /tmp."""
+    root = Path.home() / ".cache" / "remotectl-bench"
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
 def free_port() -> int:
     """A port the kernel just handed out (a race is possible; start() retries)."""
     with socket.socket() as sock:
