@@ -80,7 +80,10 @@ async def _relay(listen_port: int, target_port: int, delay: float, limit: float)
         except OSError:
             writer.close()
             return
-        await asyncio.gather(carry(reader, up_writer), carry(up_reader, writer), return_exceptions=True)
+        try:
+            await asyncio.gather(carry(reader, up_writer), carry(up_reader, writer), return_exceptions=True)
+        except asyncio.CancelledError:  # the relay stops with connections open: Python 3.11's streams
+            writer.close()              # would print a traceback for a cancelled connection handler
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
     print("ready", flush=True)
@@ -143,14 +146,11 @@ def main() -> None:
         asyncio.run(_relay(int(listen), int(target), float(delay_ms) / 1000, float(limit)))
         return
 
-    from helpers.sshd import SshServer
+    from helpers.sshd import SshServer, private_root
 
     from remote import keys
 
-    private_root = Path.home() / ".cache" / "remotectl-bench"  # sshd StrictModes: not under /tmp
-    private_root.mkdir(parents=True, exist_ok=True)
-    os.chmod(private_root, 0o700)
-    with tempfile.TemporaryDirectory(dir=private_root) as tmp:
+    with tempfile.TemporaryDirectory(dir=private_root()) as tmp:  # sshd StrictModes: not under /tmp
         root = Path(tmp)
         os.chmod(root, 0o700)
         (root / "sshd").mkdir(mode=0o700)
