@@ -141,6 +141,12 @@ def cli(argv: list[str] | None = None) -> int:
             raise
         print(f"train.py: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, TemplateError) else 2
+    except OSError as err:  # the run's own files: a full disk, a read-only folder, Drive gone away
+        if os.environ.get("TEMPLATE_DEBUG") == "1":
+            raise
+        print(f"train.py: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""),
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("train.py: interrupted; continue with --resume auto", file=sys.stderr)
         return 130
