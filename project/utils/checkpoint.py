@@ -160,22 +160,30 @@ class CheckpointWriter:
     copy; pickling beside the loop would fight it for the GIL); the thread writes the temp file,
     fsyncs, renames, links model_best, fsyncs the folder and prunes: system calls, which release
     the GIL. (Writing the temp file on the training thread cost it about 0.3 ms an epoch, more
-    while the thread's fsync held the file system's journal.) The loop waits only if two saves
-    are pending, so at most three serialised checkpoints are in memory; `wait()` returns once
-    all is on disk and re-raises an error. A crash loses at most temp files."""
+    while the thread's fsync held the file system's journal.) The loop waits if two saves are
+    pending, or, before serialising, until what is still in memory is on disk when it and the new
+    one would pass `memory_budget` (a 4 GB checkpoint on a slow Drive must not be held four times
+    over in Colab's 12 GB). `wait()` returns once all is on disk and re-raises an error. A crash
+    loses at most temp files."""
 
-    def __init__(self, folder: Path, keep_last: int | None) -> None:
-        self.folder, self.keep_last = folder, keep_last
+    def __init__(self, folder: Path, keep_last: int | None, memory_budget: int = 256 << 20) -> None:
+        self.folder, self.keep_last, self.memory_budget = folder, keep_last, memory_budget
         self._jobs: queue.Queue = queue.Queue(maxsize=2)
+        self._pending_bytes, self._last_size, self._lock = 0, 0, threading.Lock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         for entry in folder.glob(f"{TEMP_PREFIX}*"):  # what a killed process left: never valid
             entry.unlink(missing_ok=True)
 
     def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
+        if self._pending_bytes and self._pending_bytes + self._last_size > self.memory_budget:
+            self._jobs.join()
         self._check()
         buffer = io.BytesIO()
         torch.save(state, buffer)
+        self._last_size = buffer.getbuffer().nbytes
+        with self._lock:
+            self._pending_bytes += self._last_size
         final = self.folder / (f"checkpoint-epoch{epoch}.pth" if periodic else BEST_NAME)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
@@ -203,6 +211,8 @@ class CheckpointWriter:
                 tmp.unlink(missing_ok=True)
                 self._error = err
             finally:
+                with self._lock:
+                    self._pending_bytes -= buffer.getbuffer().nbytes
                 del buffer
                 self._jobs.task_done()
 
