@@ -85,21 +85,26 @@ class BaseTrainer:
         elif self.start_epoch > self.epochs:
             self.logger.info(f"nothing left to train: the checkpoint is at epoch {self.start_epoch - 1} and "
                              f"trainer.epochs is {self.epochs} (raise it with --epochs N to train longer)")
-        for epoch in range(self.start_epoch, self.epochs + 1) if not stopped_early else ():
-            started = time.perf_counter()
-            log = {"epoch": epoch, **self._train_epoch(epoch)}
-            improved = self._update_monitor(log)
-            log["time"] = round(time.perf_counter() - started, 4)
-            stopped_early = self.not_improved_count >= self.early_stop
+        try:
+            for epoch in range(self.start_epoch, self.epochs + 1) if not stopped_early else ():
+                started = time.perf_counter()
+                log = {"epoch": epoch, **self._train_epoch(epoch)}
+                improved = self._update_monitor(log)
+                log["time"] = round(time.perf_counter() - started, 4)
+                stopped_early = self.not_improved_count >= self.early_stop
+                if self.is_main:
+                    self._log_epoch(log, improved)
+                    periodic = epoch % self.save_period == 0 or epoch == self.epochs or stopped_early
+                    if periodic or improved:
+                        self._save_checkpoint(epoch, log, periodic=periodic, save_best=improved)
+                last_log = log
+                if stopped_early:
+                    self.logger.info(f"validation performance didn't improve for {self.early_stop} epochs: stopping")
+                    break
+        except KeyboardInterrupt:  # Ctrl-C, Colab's stop button: the checkpoints already handed over reach the disk
             if self.is_main:
-                self._log_epoch(log, improved)
-                periodic = epoch % self.save_period == 0 or epoch == self.epochs or stopped_early
-                if periodic or improved:
-                    self._save_checkpoint(epoch, log, periodic=periodic, save_best=improved)
-            last_log = log
-            if stopped_early:
-                self.logger.info(f"validation performance didn't improve for {self.early_stop} epochs: stopping")
-                break
+                self._drain_checkpoints()
+            raise
         return self._finish(last_log, stopped_early)
 
     def _update_monitor(self, log: dict) -> bool:
@@ -162,6 +167,12 @@ class BaseTrainer:
             self.checkpoints.save(self._state(epoch, log), epoch, periodic=periodic, save_best=save_best)
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
+
+    def _drain_checkpoints(self) -> None:
+        try:
+            self.checkpoints.wait()
+        except RuntimeError as err:
+            self.logger.warning(str(err))
 
     def _resume_checkpoint(self, path: Path) -> int:
         """Load everything a checkpoint holds. A config change that the restored state would

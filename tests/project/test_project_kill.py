@@ -116,3 +116,34 @@ def test_resume_auto_starts_fresh_then_continues_the_latest_run_and_never_overwr
     assert clash.returncode == 2
     assert "run 'fresh' already has checkpoints" in clash.stderr and "--resume auto" in clash.stderr
     assert os.path.exists(run.run_dir / "checkpoint-epoch1.pth")
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_mid_run_is_one_line_and_every_epoch_it_checkpointed_is_on_disk(save_dir):
+    """SIGINT (Ctrl-C, Colab's stop button) at random points: exit 130 with one line, every epoch the
+    loop checkpointed before the signal is a whole file, and --resume auto continues from the newest."""
+    run_dir = save_dir / "models" / "Digits_MLP" / "stopped"
+    log_dir = save_dir / "log" / "Digits_MLP" / "stopped"
+    args = ["--set", "trainer.keep_last=null", "--set", f"trainer.epochs={EPOCHS}", "--set", "lr_scheduler=null",
+            "--set", "trainer.early_stop=null", "--resume", "auto"]
+    rng = random.Random(11)
+    for _ in range(3):
+        proc = subprocess.Popen(train_cmd(save_dir, *args, run_id="stopped"), cwd=REPO, env=env_for_runs(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        done = len(list(run_dir.glob("checkpoint-epoch*.pth"))) if run_dir.exists() else 0
+        assert wait_for(lambda d=done: len(list(run_dir.glob("checkpoint-epoch*.pth"))) > d, 180, proc)
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:  # it finished first
+            break
+        assert proc.returncode == 130, err
+        assert err.splitlines()[-1] == "train.py: interrupted; continue with --resume auto", err
+        assert "Traceback" not in err
+        logged = [int(line.split('"epoch": ')[1].split(",")[0]) for line in
+                  (log_dir / "metrics.jsonl").read_text().splitlines()]
+        saved = sorted(int(p.stem.split("epoch")[1]) for p in run_dir.glob("checkpoint-epoch*.pth"))
+        assert saved == list(range(1, saved[-1] + 1))  # no hole: each handed-over save reached the disk
+        assert saved[-1] >= logged[-1] - 1  # at most the epoch the signal interrupted is missing
+        assert load_checkpoint(run_dir / f"checkpoint-epoch{saved[-1]}.pth")["epoch"] == saved[-1]
+        assert not [p for p in run_dir.iterdir() if p.name.startswith(".tmp-")]
