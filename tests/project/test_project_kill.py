@@ -118,6 +118,7 @@ def test_resume_auto_starts_fresh_then_continues_the_latest_run_and_never_overwr
     assert os.path.exists(run.run_dir / "checkpoint-epoch1.pth")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ctrl_c_mid_run_is_one_line_and_every_epoch_it_checkpointed_is_on_disk(save_dir):
     """SIGINT (Ctrl-C, Colab's stop button) at random points: exit 130 with one line, every epoch the
