@@ -144,8 +144,7 @@ def cli(argv: list[str] | None = None) -> int:
     except OSError as err:  # the run's own files: a full disk, a read-only folder, Drive gone away
         if os.environ.get("TEMPLATE_DEBUG") == "1":
             raise
-        print(f"train.py: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""),
-              file=sys.stderr)
+        print(f"train.py: error: {err}", file=sys.stderr)  # Python's text: file names quoted, escaped
         return 1
     except KeyboardInterrupt:
         print("train.py: interrupted; continue with --resume auto", file=sys.stderr)

@@ -101,11 +101,11 @@ class BaseTrainer:
                 if stopped_early:
                     self.logger.info(f"validation performance didn't improve for {self.early_stop} epochs: stopping")
                     break
+            return self._finish(last_log, stopped_early)
         except KeyboardInterrupt:  # Ctrl-C, Colab's stop button: the checkpoints already handed over reach the disk
             if self.is_main:
                 self._drain_checkpoints()
             raise
-        return self._finish(last_log, stopped_early)
 
     def _update_monitor(self, log: dict) -> bool:
         if self.mnt_mode == "off":
@@ -170,7 +170,7 @@ class BaseTrainer:
 
     def _drain_checkpoints(self) -> None:
         try:
-            self.checkpoints.wait()
+            self.checkpoints.close()
         except RuntimeError as err:
             self.logger.warning(str(err))
 
@@ -267,7 +267,7 @@ class BaseTrainer:
         if not self.is_main:
             return summary
         try:
-            self.checkpoints.wait()
+            self.checkpoints.close()
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
         self.loggers.close()

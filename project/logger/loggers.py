@@ -9,6 +9,7 @@ run continues the same W&B / MLflow run: its id is in the checkpoint (`logger_id
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import json
@@ -55,10 +56,20 @@ class MetricsLog:
         self._handle = path.open("a")
 
     def append(self, row: dict) -> None:
-        self._handle.write(json.dumps(row) + "\n")
+        with self._naming_errors():
+            self._handle.write(json.dumps(row) + "\n")
 
     def flush(self) -> None:
-        self._handle.flush()
+        with self._naming_errors():
+            self._handle.flush()
+
+    @contextlib.contextmanager
+    def _naming_errors(self):
+        """A full disk says which file (a buffered write's error carries no name)."""
+        try:
+            yield
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(self.path)) from None
 
     def close(self) -> None:
         self._handle.close()

@@ -53,6 +53,15 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def discard(path: Path) -> None:
+    """Remove a temp file if it can be removed: on a folder that went read-only (or a Drive gone
+    away) even a missing name fails, and cleaning up must not hide the error that led here."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def link_or_copy(source: Path, dest: Path) -> None:
     """Make `dest` the same bytes as the complete file `source`, atomically: a hard link (free,
     survives pruning of `source`), or a copy where the file system has no hard links."""
@@ -65,7 +74,7 @@ def link_or_copy(source: Path, dest: Path) -> None:
             shutil.copyfile(source, tmp)
         os.replace(tmp, dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     fsync_dir(dest.parent)
 
@@ -163,7 +172,7 @@ class CheckpointWriter:
     while the thread's fsync held the file system's journal.) The loop waits if two saves are
     pending, or, before serialising, until what is still in memory is on disk when it and the new
     one would pass `memory_budget` (a 4 GB checkpoint on a slow Drive must not be held four times
-    over in Colab's 12 GB). `wait()` returns once all is on disk and re-raises an error. A crash
+    over in Colab's 12 GB). `close()` returns once all is on disk and re-raises an error. A crash
     loses at most temp files."""
 
     def __init__(self, folder: Path, keep_last: int | None, memory_budget: int = 256 << 20) -> None:
@@ -192,7 +201,11 @@ class CheckpointWriter:
 
     def _run(self) -> None:
         while True:
-            buffer, final, link_best, epoch = self._jobs.get()
+            job = self._jobs.get()
+            if job is None:  # close()
+                self._jobs.task_done()
+                return
+            buffer, final, link_best, epoch = job
             tmp = temp_path(final)
             try:
                 with tmp.open("wb") as handle:
@@ -207,9 +220,9 @@ class CheckpointWriter:
                 if epoch is not None and self.keep_last:  # older checkpoints of this run's history may go
                     for _, path in [c for c in epoch_checkpoints(self.folder) if c[0] <= epoch][:-self.keep_last]:
                         path.unlink(missing_ok=True)
-            except BaseException as err:  # handed to the training thread by save() or wait()
-                tmp.unlink(missing_ok=True)
+            except BaseException as err:  # handed to the training thread by save() or close()
                 self._error = err
+                discard(tmp)
             finally:
                 with self._lock:
                     self._pending_bytes -= buffer.getbuffer().nbytes
@@ -221,6 +234,12 @@ class CheckpointWriter:
             err, self._error = self._error, None
             raise RuntimeError(f"could not write a checkpoint in {self.folder}: {err}") from err
 
-    def wait(self) -> None:
+    def close(self) -> None:
+        """Return once every checkpoint is on disk, re-raising a write error, and end the thread (a
+        notebook that trains again starts a new one)."""
         self._jobs.join()
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
         self._check()
