@@ -42,6 +42,18 @@ def _real_accounts_untouched():
     assert not changed, f"the test run changed {', '.join(changed)}: a test touched a real account"
 
 
+@pytest.fixture
+def etc(tmp_path):
+    """A private copy of /etc in its own mount namespace (password tests); the real /etc/shadow is
+    checked unchanged after each test, not only at the end of the run."""
+    from helpers.private_etc import PrivateEtc
+
+    real = open("/etc/shadow", "rb").read()
+    with PrivateEtc(tmp_path / "ns") as private:
+        yield private
+    assert open("/etc/shadow", "rb").read() == real, "the real /etc/shadow changed"
+
+
 # -- the long runs first -------------------------------------------------------------------------
 def pytest_collection_modifyitems(config, items):
     """With several workers (`-n`), a 30 s test handed out last is the whole run's tail: the

@@ -14,18 +14,9 @@ import string
 
 import paramiko
 import pytest
-from helpers.private_etc import PrivateEtc
 from helpers.sshkit import CLI, client_key
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def etc(tmp_path):
-    real = open("/etc/shadow", "rb").read()
-    with PrivateEtc(tmp_path / "ns") as private:
-        yield private
-    assert open("/etc/shadow", "rb").read() == real, "the real /etc/shadow changed"
 
 
 def _env(tmp_path, password):

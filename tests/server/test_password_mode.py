@@ -20,7 +20,6 @@ import time
 import paramiko
 import pytest
 from helpers.ngrok_standin import GOOD_TOKEN
-from helpers.private_etc import PrivateEtc
 from helpers.serverkit import assert_nothing_left, our_processes
 from helpers.sshkit import CLI, client_key, cmdlines, pid_alive
 
@@ -28,14 +27,6 @@ pytestmark = pytest.mark.timeout(300)
 
 STRONG = "correct-horse-" + os.urandom(6).hex()
 RECORD = "remotectl/password-restore.json"
-
-
-@pytest.fixture
-def etc(tmp_path):
-    real = open("/etc/shadow", "rb").read()
-    with PrivateEtc(tmp_path / "ns") as private:
-        yield private
-    assert open("/etc/shadow", "rb").read() == real, "the real /etc/shadow changed"
 
 
 def _env(tmp_path, password=STRONG, **extra):
