@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,6 +383,7 @@ class ProxySocket:
                                         stderr=self._stderr, bufsize=0, start_new_session=True)
         self.timeout: Optional[float] = None
         self._said: Optional[str] = None  # stderr, kept once closed (paramiko closes us on failure)
+        self._stderr_lock = threading.RLock()  # paramiko's transport thread and ours may both close us
 
     def send(self, data: bytes) -> int:
         try:
@@ -402,10 +404,11 @@ class ProxySocket:
         self.timeout = timeout
 
     def stderr_text(self) -> str:
-        if self._said is not None:
-            return self._said
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
+        with self._stderr_lock:
+            if self._said is not None:
+                return self._said
+            self._stderr.seek(0)
+            return self._stderr.read().decode(errors="replace")
 
     def failure(self, wait: float = 2.0) -> Optional[ColabRouteError]:
         """Why the route failed, if colab has exited (waits up to `wait` s for it to do so)."""
@@ -433,9 +436,10 @@ class ProxySocket:
                 stream.close()
             except OSError:
                 pass
-        if self._said is None:
-            self._said = self.stderr_text()
-            self._stderr.close()
+        with self._stderr_lock:
+            if self._said is None:
+                self._said = self.stderr_text()
+                self._stderr.close()
 
     @property
     def closed(self) -> bool:
