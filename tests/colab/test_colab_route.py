@@ -246,6 +246,7 @@ def test_two_threads_closing_the_route_at_once_keep_what_colab_said():
 
     for _ in range(30):
         sock = colab_route.ProxySocket(["sh", "-c", "echo 'colab: gone' >&2; exec cat"])
+        wait_for(lambda s=sock: s.stderr_text() == "colab: gone\n", 10, "colab to say it")  # before closing
         start, errors = threading.Barrier(6), []
         threads = [threading.Thread(target=close, args=(sock, start, errors)) for _ in range(6)]
         for thread in threads:
