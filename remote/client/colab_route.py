@@ -384,6 +384,7 @@ class ProxySocket:
         self.timeout: Optional[float] = None
         self._said: Optional[str] = None  # stderr, kept once closed (paramiko closes us on failure)
         self._stderr_lock = threading.RLock()  # paramiko's transport thread and ours may both close us
+        self._hung_up = False  # close() ended colab (not colab giving up by itself)
 
     def send(self, data: bytes) -> int:
         try:
@@ -411,16 +412,22 @@ class ProxySocket:
             return self._stderr.read().decode(errors="replace")
 
     def failure(self, wait: float = 2.0) -> Optional[ColabRouteError]:
-        """Why the route failed, if colab has exited (waits up to `wait` s for it to do so)."""
+        """Why the route failed, if colab has exited (waits up to `wait` s for it to do so). None
+        while it runs, and when close() hung up on a colab that had said nothing: then the failure
+        was on our side (a timeout, a broken handshake), and "colab gave up" would hide it."""
         try:
             code = self.process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             return None
-        return explain(self.stderr_text(), code, self.session)
+        said = self.stderr_text()
+        if self._hung_up and not said.strip():
+            return None
+        return explain(said, code, self.session)
 
     def close(self) -> None:
         """End colab the way OpenSSH does (SIGHUP), then make sure it is gone."""
         if self.process.poll() is None:
+            self._hung_up = True
             for sig, grace in ((signal.SIGHUP, 3.0), (signal.SIGKILL, 3.0)):
                 try:
                     os.kill(self.process.pid, sig)

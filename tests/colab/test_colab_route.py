@@ -254,3 +254,16 @@ def test_two_threads_closing_the_route_at_once_keep_what_colab_said():
         for thread in threads:
             thread.join(timeout=30)
         assert not errors, errors
+
+
+def test_a_route_we_hung_up_on_is_not_reported_as_colab_giving_up():
+    """paramiko failing on our side (a timeout) closes the route: colab, ended by our SIGHUP, said
+    nothing, so failure() must leave the error to the caller instead of "colab gave up (exit 0)"."""
+    quiet = colab_route.ProxySocket(["sh", "-c", "exec cat"])
+    quiet.close()
+    assert quiet.failure(wait=5) is None
+    refused = colab_route.ProxySocket(["sh", "-c", "echo 'Already-active SSH session (HTTP 429)' >&2; exec cat"])
+    wait_for(lambda: "429" in refused.stderr_text(), 10, "colab to refuse")
+    refused.close()  # what colab said before we hung up is still its reason
+    failed = refused.failure(wait=5)
+    assert failed is not None and "429" in failed.message
