@@ -3,7 +3,9 @@
 TensorBoard: epoch rows in the run's log folder (step = epoch) and the step-level loss and lr in
 its `steps/` subfolder (step = optimizer step). The event files are written here, one record per
 row, flushed with an epoch row about once a second: no writer thread (SummaryWriter's computes a pure-Python CRC
-per event on a thread that takes the GIL from the training loop). Images and histograms are off
+per event on a thread that takes the GIL from the training loop). The records' CRC-32C comes from
+google-crc32c's C code where it is installed (Colab has it): TensorBoard's pure-Python one took
+0.2 ms an epoch, 1% of a digits epoch. Images and histograms are off
 on purpose: the classic template logged an image grid every few batches, 1.8x slower epochs.
 """
 from __future__ import annotations
@@ -19,12 +21,29 @@ from pathlib import Path
 _FILE_IDS = itertools.count()
 
 
+def masked_crc32c():
+    """The masked CRC-32C of TFRecord framing: google-crc32c's C implementation, else TensorBoard's own."""
+    try:
+        import google_crc32c
+    except ImportError:
+        google_crc32c = None
+    if google_crc32c is None or google_crc32c.implementation != "c":
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as python_crc
+
+        return python_crc
+
+    def fast_crc(data: bytes) -> int:
+        crc = google_crc32c.value(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    return fast_crc
+
+
 class TensorboardWriter:
     def __init__(self, log_dir: Path, purge_epoch: int | None = None, purge_step: int | None = None) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2  # ImportError: not installed
-        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
-        self._event, self._summary, self._crc = event_pb2, summary_pb2.Summary, masked_crc32c
+        self._event, self._summary, self._crc = event_pb2, summary_pb2.Summary, masked_crc32c()
         self.epochs = self._open(log_dir, purge_epoch)
         self.steps = self._open(log_dir / "steps", purge_step)
         self._flush_at = 0.0
