@@ -20,9 +20,11 @@ from logger import Loggers, MetricsLog, plot_curves
 from utils import checkpoint as ckpt
 from utils import dist
 from utils.config import ConfigError, differences
+from utils.interrupt import StopAtEpochEnd
 from utils.schema import monitor_parts
 from utils.util import TemplateError, rng_state, set_rng_state
 
+HOLD_BYTES = 64 << 20  # larger checkpoints do not share writes: a best is never held in memory
 # what a scheduler's state holds about its progress; the rest comes from the config
 SCHEDULER_PROGRESS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial",
                       "best", "num_bad_epochs", "cooldown_counter")
@@ -40,7 +42,7 @@ class BaseTrainer:
         self.lr_scheduler = lr_scheduler
 
         self.epochs = cfg["epochs"]
-        self.save_period = cfg["save_period"]
+        self.save_period, self.save_min_interval = cfg["save_period"], cfg["save_min_interval"]
         self.mnt_mode, self.mnt_metric = monitor_parts(cfg["monitor"])
         self.mnt_best = 0.0 if self.mnt_mode == "off" else (math.inf if self.mnt_mode == "min" else -math.inf)
         self.early_stop = cfg["early_stop"] or math.inf
@@ -53,6 +55,8 @@ class BaseTrainer:
         self.logger_ids: dict = {}  # W&B / MLflow run ids of this run (a resume continues them)
         self.is_main = config.dist.is_main
         self._plain_config = json.loads(json.dumps(config.config))  # plain JSON types: weights_only loads it
+        self._held_best: dict | None = None  # a best epoch's state waiting in memory for its write
+        self._last_write = 0.0
 
     @abstractmethod
     def _train_epoch(self, epoch: int) -> dict:
@@ -85,25 +89,35 @@ class BaseTrainer:
         elif self.start_epoch > self.epochs:
             self.logger.info(f"nothing left to train: the checkpoint is at epoch {self.start_epoch - 1} and "
                              f"trainer.epochs is {self.epochs} (raise it with --epochs N to train longer)")
+        self._last_write = time.monotonic()
+        ctrl_c = StopAtEpochEnd(enabled=not self.config.dist.enabled)
         try:
-            for epoch in range(self.start_epoch, self.epochs + 1) if not stopped_early else ():
-                started = time.perf_counter()
-                log = {"epoch": epoch, **self._train_epoch(epoch)}
-                improved = self._update_monitor(log)
-                log["time"] = round(time.perf_counter() - started, 4)
-                stopped_early = self.not_improved_count >= self.early_stop
-                if self.is_main:
-                    self._log_epoch(log, improved)
-                    periodic = epoch % self.save_period == 0 or epoch == self.epochs or stopped_early
-                    if periodic or improved:
-                        self._save_checkpoint(epoch, log, periodic=periodic, save_best=improved)
-                last_log = log
-                if stopped_early:
-                    self.logger.info(f"validation performance didn't improve for {self.early_stop} epochs: stopping")
-                    break
+            with ctrl_c:
+                for epoch in range(self.start_epoch, self.epochs + 1) if not stopped_early else ():
+                    started = time.perf_counter()
+                    log = {"epoch": epoch, **self._train_epoch(epoch)}
+                    improved = self._update_monitor(log)
+                    log["time"] = round(time.perf_counter() - started, 4)
+                    stopped_early = self.not_improved_count >= self.early_stop
+                    if self.is_main:
+                        self._log_epoch(log, improved)
+                        self._checkpoint(epoch, log, improved,
+                                         final=epoch == self.epochs or stopped_early or ctrl_c.requested)
+                    last_log = log
+                    if ctrl_c.requested:
+                        raise KeyboardInterrupt
+                    ctrl_c.epoch_is_short = log["time"] < self.save_min_interval
+                    if stopped_early:
+                        self.logger.info(f"validation performance didn't improve for {self.early_stop} epochs: "
+                                         "stopping")
+                        break
             return self._finish(last_log, stopped_early)
-        except KeyboardInterrupt:  # Ctrl-C, Colab's stop button: the checkpoints already handed over reach the disk
+        except KeyboardInterrupt:  # Ctrl-C, Colab's stop button: a waiting best and what was handed over reach the disk
             if self.is_main:
+                try:
+                    self._write_held_best()
+                except TemplateError as err:
+                    self.logger.warning(str(err))
                 self._drain_checkpoints()
             raise
 
@@ -160,11 +174,41 @@ class BaseTrainer:
             **self._extra_state(),
         }
 
-    def _save_checkpoint(self, epoch: int, log: dict, periodic: bool, save_best: bool) -> None:
-        """Epoch checkpoint (atomic), model_best as a link to it, then prune old ones; the disk
-        work runs in the background while the next epoch trains."""
+    def _checkpoint(self, epoch: int, log: dict, improved: bool, final: bool) -> None:
+        """Save what this epoch asks for: every save_period epochs, the best, the last. Epochs
+        shorter than trainer.save_min_interval share writes (serialising a checkpoint costs what a
+        20 ms epoch's training does, and Drive takes a file a second at best): until the interval
+        has passed nothing is written, except that a best epoch's state waits in memory as a CPU
+        copy (a checkpoint under HOLD_BYTES only) and is written before any later epoch's file, so
+        model_best is always the best epoch. The first checkpoint (its size) and the last epoch,
+        an early stop or a Ctrl-C (utils/interrupt.py) are always written."""
+        periodic = epoch % self.save_period == 0 or final
+        due = (final or time.monotonic() - self._last_write >= self.save_min_interval
+               or not 0 < self.checkpoints.last_size <= HOLD_BYTES)
+        if not due:
+            if improved:  # the config is the run's own and never changes: not copied
+                state = self._state(epoch, log)
+                self._held_best = {**ckpt.detached_copy({k: v for k, v in state.items() if k != "config"}),
+                                   "config": state["config"]}
+            return
+        if improved:
+            self._held_best = None  # this epoch is the best now
+        if not (periodic or improved or self._held_best):
+            return
+        self._write_held_best()
+        if periodic or improved:
+            self._save(self._state(epoch, log), epoch, periodic=periodic, save_best=improved)
+        self._last_write = time.monotonic()
+
+    def _write_held_best(self) -> None:
+        if self._held_best is not None:
+            self._save(self._held_best, self._held_best["epoch"], periodic=False, save_best=True)
+            self._held_best = None
+
+    def _save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
+        """Serialise into memory; the writer thread does the disk work while the next epoch trains."""
         try:
-            self.checkpoints.save(self._state(epoch, log), epoch, periodic=periodic, save_best=save_best)
+            self.checkpoints.save(state, epoch, periodic=periodic, save_best=save_best)
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
 

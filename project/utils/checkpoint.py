@@ -15,6 +15,7 @@ import queue
 import re
 import shutil
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -77,6 +78,21 @@ def link_or_copy(source: Path, dest: Path) -> None:
         discard(tmp)
         raise
     fsync_dir(dest.parent)
+
+
+def detached_copy(obj):
+    """`obj` with every tensor copied to the CPU: a state that later steps cannot change, to wait
+    in memory for its write. Containers are rebuilt (a state_dict keeps its `_metadata`)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if type(obj) in (dict, OrderedDict):
+        copy = type(obj)((key, detached_copy(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):
+            copy._metadata = obj._metadata
+        return copy
+    if type(obj) in (list, tuple):
+        return type(obj)(detached_copy(value) for value in obj)
+    return obj
 
 
 def epoch_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -178,21 +194,22 @@ class CheckpointWriter:
     def __init__(self, folder: Path, keep_last: int | None, memory_budget: int = 256 << 20) -> None:
         self.folder, self.keep_last, self.memory_budget = folder, keep_last, memory_budget
         self._jobs: queue.Queue = queue.Queue(maxsize=2)
-        self._pending_bytes, self._last_size, self._lock = 0, 0, threading.Lock()
+        self.last_size = 0  # bytes of the newest serialised checkpoint
+        self._pending_bytes, self._lock = 0, threading.Lock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         for entry in folder.glob(f"{TEMP_PREFIX}*"):  # what a killed process left: never valid
             entry.unlink(missing_ok=True)
 
     def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
-        if self._pending_bytes and self._pending_bytes + self._last_size > self.memory_budget:
+        if self._pending_bytes and self._pending_bytes + self.last_size > self.memory_budget:
             self._jobs.join()
         self._check()
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        self._last_size = buffer.getbuffer().nbytes
+        self.last_size = buffer.getbuffer().nbytes
         with self._lock:
-            self._pending_bytes += self._last_size
+            self._pending_bytes += self.last_size
         final = self.folder / (f"checkpoint-epoch{epoch}.pth" if periodic else BEST_NAME)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)

@@ -59,6 +59,12 @@ def string(key: str, value: Any) -> str:
     return value
 
 
+def seconds(key: str, value: Any) -> Any:
+    expect(key, isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+           "a number of seconds >= 0", value)
+    return value
+
+
 def positive_or_null(key: str, value: Any) -> Any:
     expect(key, value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0),
            "a positive number or null", value)
@@ -70,6 +76,7 @@ TRAINER: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {  # key: (default, 
     "epochs": (None, integer(1)),  # required
     "save_dir": ("saved/", string),
     "save_period": (1, integer(1)),
+    "save_min_interval": (1.0, seconds),  # epochs shorter than this share checkpoint writes (0: every period)
     "keep_last": (None, integer(0, optional=True)),
     "verbosity": (1, one_of(0, 1, 2)),
     "monitor": ("off", string),

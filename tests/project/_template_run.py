@@ -31,8 +31,9 @@ _spec = importlib.util.spec_from_file_location("template_test_py", PROJECT / "te
 template_test = importlib.util.module_from_spec(_spec)  # project/test.py, not the stdlib's `test`
 _spec.loader.exec_module(template_test)
 
-# quiet, fast runs unless a test asks otherwise
-FAST = ["--set", "trainer.tensorboard=false"]
+# quiet, fast runs unless a test asks otherwise; a checkpoint every epoch (the digits' 20 ms epochs
+# would otherwise share writes): most tests resume from, kill at or prune a given epoch's file
+FAST = ["--set", "trainer.tensorboard=false", "--set", "trainer.save_min_interval=0"]
 
 
 @dataclass

@@ -62,7 +62,10 @@ def test_checkpoint_contents_and_pruning(default_run):
     run, _ = default_run
     summary = run.summary
     epochs = sorted(int(p.stem.split("epoch")[1]) for p in run.run_dir.glob("checkpoint-epoch*.pth"))
-    assert epochs == [18, 19, 20]  # keep_last: 3
+    # 20 ms epochs share writes (save_min_interval 1 s): epoch 1, the last, and any a slow machine
+    # reached a second after the previous write; keep_last 3 prunes the rest
+    assert epochs[-1] == 20 and len(epochs) <= 3 and (len(epochs) == 3 or epochs[0] == 1), epochs
+    assert all(run.checkpoint(epoch)["epoch"] == epoch for epoch in epochs)
     assert not [p for p in run.run_dir.iterdir() if p.name.startswith(".tmp-")]
     state = run.checkpoint(20)
     for key in ("arch", "epoch", "state_dict", "optimizer", "lr_scheduler", "monitor_best", "config", "rng",
