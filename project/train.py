@@ -8,7 +8,17 @@ import argparse
 import collections
 import math
 import os
+import signal
 import sys
+
+
+def _interrupted_while_loading(signum, frame) -> None:
+    print("train.py: interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds on Colab): one line, not an import traceback
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 import torch
 
@@ -154,4 +164,5 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is KeyboardInterrupt again
     sys.exit(cli())
