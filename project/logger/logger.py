@@ -7,12 +7,28 @@ prints INFO lines and writes the file; other ranks print warnings only.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from logging.handlers import MemoryHandler
 from pathlib import Path
 
 _CONSOLE_FORMAT = "%(message)s"
 _FILE_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+class _Console(logging.StreamHandler):
+    """stdout whose reader may go away (`| head`, a closed ssh pipe): the run goes on, info.log keeps
+    every line, and the console goes quietly to /dev/null instead of a logging traceback per line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], BrokenPipeError):
+            return super().handleError(record)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())  # print() and the exit-time flush too
+            os.close(devnull)
+        except (OSError, ValueError):
+            self.setStream(open(os.devnull, "w"))  # noqa: SIM115
 
 
 def _ours(handler: logging.Handler) -> logging.Handler:
@@ -33,7 +49,7 @@ def setup_logging(rank: int = 0) -> None:
     close_logging()
     root = logging.getLogger()
     root.setLevel(logging.WARNING)  # third-party libraries: warnings only; ours set their own level
-    console = _ours(logging.StreamHandler(sys.stdout))
+    console = _ours(_Console(sys.stdout))
     console.setFormatter(logging.Formatter(_CONSOLE_FORMAT if rank == 0 else f"[rank {rank}] {_CONSOLE_FORMAT}"))
     if rank != 0:
         console.setLevel(logging.WARNING)  # other ranks: only what goes wrong

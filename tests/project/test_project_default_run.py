@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
-from _template_run import CONFIG, REPO, load_checkpoint, run_process, run_test_py, train_cmd
+from _template_run import (
+    CONFIG,
+    REPO,
+    env_for_runs,
+    load_checkpoint,
+    run_process,
+    run_test_py,
+    train_cmd,
+)
 from _template_run import train as train_in_process
 
 
@@ -118,3 +127,17 @@ def test_the_default_run_as_a_process_from_the_command_line(tmp_path):
     assert run.returncode == 0, run.stderr
     assert re.search(r"^epoch 2/2  loss ", run.stdout, re.M) and run.stderr == ""
     assert run.summary["epochs_run"] == 2
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_run_or_fill_stderr(tmp_path):
+    """`train.py | head -1`: the console goes quiet, the run finishes, info.log has every line."""
+    save_dir = tmp_path / "saved"
+    proc = subprocess.Popen(train_cmd(save_dir, "--epochs", "3", run_id="piped"), cwd=REPO, env=env_for_runs(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline()  # the first line, then the reader is gone
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "Logging error" not in err and "Exception ignored" not in err, err
+    info = (save_dir / "log" / "Digits_MLP" / "piped" / "info.log").read_text()
+    assert "epoch 3/3" in info and "final: " in info
