@@ -119,8 +119,8 @@ class BaseTrainer:
             return self._finish(last_log, stopped_early)
         except KeyboardInterrupt:  # Ctrl-C, Colab's stop button: a waiting best and what was handed over reach the disk
             if self.is_main:
-                try:
-                    self._write_held_best()
+                try:  # as its epoch's file too: the newest on disk, so --resume auto continues it in place
+                    self._write_held_best(as_epoch=True)
                 except TemplateError as err:
                     self.logger.warning(str(err))
                 self._drain_checkpoints()
@@ -207,9 +207,9 @@ class BaseTrainer:
             self._save(self._state(epoch, log), epoch, periodic=periodic, save_best=improved)
         self._last_write = time.monotonic()
 
-    def _write_held_best(self) -> None:
+    def _write_held_best(self, as_epoch: bool = False) -> None:
         if self._held_best is not None:
-            self._save(self._held_best, self._held_best["epoch"], periodic=False, save_best=True)
+            self._save(self._held_best, self._held_best["epoch"], periodic=as_epoch, save_best=True)
             self._held_best = None
 
     def _save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
