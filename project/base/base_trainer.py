@@ -106,8 +106,10 @@ class BaseTrainer:
                     stopped_early = self.not_improved_count >= self.early_stop
                     if self.is_main:
                         self._log_epoch(log, improved)
-                        self._checkpoint(epoch, log, improved,
-                                         final=epoch == self.epochs or stopped_early or ctrl_c.requested)
+                        final = epoch == self.epochs or stopped_early or ctrl_c.requested
+                        self._checkpoint(epoch, log, improved, final=final)
+                        if ctrl_c.requested and not final:  # the Ctrl-C came during the checkpoint step
+                            self._checkpoint(epoch, log, improved, final=True)
                     last_log = log
                     if ctrl_c.requested:
                         raise KeyboardInterrupt

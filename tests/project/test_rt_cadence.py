@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
-from _template_run import REPO, env_for_runs, load_checkpoint, train_cmd
+from _template_run import PROJECT, REPO, env_for_runs, load_checkpoint, train_argv, train_cmd
 from test_project_checkpoint_cadence import ARGS, start_held_run
 from test_project_kill import wait_for
 
@@ -55,3 +56,38 @@ def test_resume_auto_after_two_ctrl_c_continues_the_run_in_place(save_dir):
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["held"]  # no branch
     assert f"continuing at epoch {newest + 1} in {run_dir}" in resumed.stdout + resumed.stderr
+
+
+# a real SIGINT at a precise point: as the epoch's checkpoint step starts (`final` already read)
+SIGINT_IN_CHECKPOINT = """
+import os, signal, sys
+sys.path.insert(0, {project!r})
+import train
+from base.base_trainer import BaseTrainer
+checkpoint = BaseTrainer._checkpoint
+def _checkpoint(self, epoch, log, improved, final):
+    if epoch == {epoch} and not final:
+        os.kill(os.getpid(), signal.SIGINT)  # its Python handler runs here, before the call below
+    checkpoint(self, epoch, log, improved, final)
+BaseTrainer._checkpoint = _checkpoint
+sys.exit(train.cli({argv!r}))
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("epoch", [6, 7])
+def test_ctrl_c_during_the_checkpoint_step_still_writes_that_epoch(save_dir, epoch):
+    """`final` reads ctrl_c.requested before _checkpoint: a Ctrl-C during the not-due checkpoint
+    step was seen only by the `raise` after it, so that epoch was never written as a file (epoch 7
+    improves: held, then written as model_best only; epoch 6 does not: lost)."""
+    argv = train_argv(save_dir, *HELD, "--set", "trainer.epochs=40", run_id="race")
+    code = SIGINT_IN_CHECKPOINT.format(project=str(PROJECT), epoch=epoch, argv=argv)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env_for_runs(), capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "train.py: interrupted; continue with --resume auto"
+    assert "Traceback" not in proc.stderr
+    run_dir = save_dir / "models" / "Digits_MLP" / "race"
+    assert epoch_files(run_dir)[-1] == epoch
+    last = load_checkpoint(run_dir / f"checkpoint-epoch{epoch}.pth")
+    assert load_checkpoint(run_dir / "model_best.pth")["epoch"] == last["best_epoch"]
