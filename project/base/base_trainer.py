@@ -121,8 +121,8 @@ class BaseTrainer:
             return self._finish(last_log, stopped_early)
         except KeyboardInterrupt:  # Ctrl-C, Colab's stop button: a waiting best and what was handed over reach the disk
             if self.is_main:
-                try:  # as its epoch's file too: the newest on disk, so --resume auto continues it in place
-                    self._write_held_best(as_epoch=True)
+                try:
+                    self._write_held_best()
                 except TemplateError as err:
                     self.logger.warning(str(err))
                 self._drain_checkpoints()
@@ -188,8 +188,8 @@ class BaseTrainer:
         shorter than trainer.save_min_interval share writes (serialising a checkpoint costs what a
         20 ms epoch's training does, and Drive takes a file a second at best): until the interval
         has passed nothing is written, except that a best epoch's state waits in memory as a CPU
-        copy (a checkpoint under HOLD_BYTES only) and is written before any later epoch's file, so
-        model_best is always the best epoch. The first checkpoint (its size) and the last epoch,
+        copy (a checkpoint under HOLD_BYTES only) and is written, as its epoch's file, before any
+        later epoch's, so model_best is always the best epoch. The first checkpoint (its size) and the last epoch,
         an early stop or a Ctrl-C (utils/interrupt.py) are always written."""
         periodic = epoch % self.save_period == 0 or final
         due = (final or time.monotonic() - self._last_write >= self.save_min_interval
@@ -209,9 +209,11 @@ class BaseTrainer:
             self._save(self._state(epoch, log), epoch, periodic=periodic, save_best=improved)
         self._last_write = time.monotonic()
 
-    def _write_held_best(self, as_epoch: bool = False) -> None:
+    def _write_held_best(self) -> None:
+        """As its epoch's file, model_best a link to it: never newer than the newest epoch file, which
+        --resume auto would then take for an older checkpoint and branch from."""
         if self._held_best is not None:
-            self._save(self._held_best, self._held_best["epoch"], periodic=as_epoch, save_best=True)
+            self._save(self._held_best, self._held_best["epoch"], periodic=True, save_best=True)
             self._held_best = None
 
     def _save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:

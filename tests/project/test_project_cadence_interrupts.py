@@ -1,4 +1,4 @@
-"""Red-team findings on trainer.save_min_interval and Ctrl-C during a short epoch (real runs,
+"""Ctrl-C against trainer.save_min_interval: what a red-team pass broke, kept broken-proof (real runs,
 real signals, real files)."""
 from __future__ import annotations
 
@@ -32,21 +32,14 @@ def test_resume_auto_after_two_ctrl_c_continues_the_run_in_place(save_dir):
     run) resumed from epoch 1 and, seeing a newer model_best, forked a new run `held-from-e1`."""
     run_dir, log_dir = (save_dir / kind / "Digits_MLP" / "held" for kind in ("models", "log"))
     metrics = log_dir / "metrics.jsonl"
-    for _ in range(10):  # two signals close together may arrive as one: then the epoch finishes
-        proc = start_held_run(save_dir)
-        assert wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 12, 180, proc)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.002)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130 and "Traceback" not in err, err
-        assert err.splitlines()[-1] == "train.py: interrupted; continue with --resume auto", err
-        if epoch_files(run_dir)[-1] != rows(metrics)[-1]["epoch"]:
-            break  # the second Ctrl-C stopped the epoch at once
-        for folder in (run_dir, log_dir):
-            subprocess.run(["rm", "-rf", str(folder)], check=True)
-    else:
-        pytest.skip("the two signals always arrived as one")
+    proc = start_held_run(save_dir)
+    assert wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 12, 180, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.002)  # usually a second signal (stops at once); two close together may arrive as one
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == "train.py: interrupted; continue with --resume auto", err
     best = load_checkpoint(run_dir / "model_best.pth")["epoch"]
     newest = epoch_files(run_dir)[-1]
     assert newest >= best, (epoch_files(run_dir), best)  # the waiting best is its epoch's file too
