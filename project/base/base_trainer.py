@@ -206,20 +206,20 @@ class BaseTrainer:
             return
         self._write_held_best()
         if periodic or improved:
-            self._save(self._state(epoch, log), epoch, periodic=periodic, save_best=improved)
+            self._save(self._state(epoch, log), epoch, best=improved)
         self._last_write = time.monotonic()
 
     def _write_held_best(self) -> None:
-        """As its epoch's file, model_best a link to it: never newer than the newest epoch file, which
-        --resume auto would then take for an older checkpoint and branch from."""
         if self._held_best is not None:
-            self._save(self._held_best, self._held_best["epoch"], periodic=True, save_best=True)
+            self._save(self._held_best, self._held_best["epoch"], best=True)
             self._held_best = None
 
-    def _save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
-        """Serialise into memory; the writer thread does the disk work while the next epoch trains."""
+    def _save(self, state: dict, epoch: int, best: bool) -> None:
+        """Serialise into memory; the writer thread does the disk work while the next epoch trains.
+        A best is its epoch's file too (model_best a link to it), whatever save_period says: a
+        model_best newer than every epoch file would make --resume auto branch from an older one."""
         try:
-            self.checkpoints.save(state, epoch, periodic=periodic, save_best=save_best)
+            self.checkpoints.save(state, epoch, best=best)
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
 

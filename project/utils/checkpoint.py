@@ -201,7 +201,8 @@ class CheckpointWriter:
         for entry in folder.glob(f"{TEMP_PREFIX}*"):  # what a killed process left: never valid
             entry.unlink(missing_ok=True)
 
-    def save(self, state: dict, epoch: int, periodic: bool, save_best: bool) -> None:
+    def save(self, state: dict, epoch: int, best: bool) -> None:
+        """`checkpoint-epoch{epoch}.pth`, and model_best linked to it when `best`."""
         if self._pending_bytes and self._pending_bytes + self.last_size > self.memory_budget:
             self._jobs.join()
         self._check()
@@ -210,11 +211,11 @@ class CheckpointWriter:
         self.last_size = buffer.getbuffer().nbytes
         with self._lock:
             self._pending_bytes += self.last_size
-        final = self.folder / (f"checkpoint-epoch{epoch}.pth" if periodic else BEST_NAME)
+        final = self.folder / f"checkpoint-epoch{epoch}.pth"
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
             self._thread.start()
-        self._jobs.put((buffer, final, periodic and save_best, epoch if periodic else None))
+        self._jobs.put((buffer, final, best, epoch))
 
     def _run(self) -> None:
         while True:
@@ -234,7 +235,7 @@ class CheckpointWriter:
                     link_or_copy(final, self.folder / BEST_NAME)  # fsyncs the folder for both names
                 else:
                     fsync_dir(self.folder)
-                if epoch is not None and self.keep_last:  # older checkpoints of this run's history may go
+                if self.keep_last:  # older checkpoints of this run's history may go
                     for _, path in [c for c in epoch_checkpoints(self.folder) if c[0] <= epoch][:-self.keep_last]:
                         path.unlink(missing_ok=True)
             except BaseException as err:  # handed to the training thread by save() or close()

@@ -1,4 +1,4 @@
-"""Ctrl-C against trainer.save_min_interval: what a red-team pass broke, kept broken-proof (real runs,
+"""Ctrl-C against trainer.save_min_interval: the cases a red-team pass broke (real runs,
 real signals, real files)."""
 from __future__ import annotations
 
@@ -84,3 +84,26 @@ def test_ctrl_c_during_the_checkpoint_step_still_writes_that_epoch(save_dir, epo
     assert epoch_files(run_dir)[-1] == epoch
     last = load_checkpoint(run_dir / f"checkpoint-epoch{epoch}.pth")
     assert load_checkpoint(run_dir / "model_best.pth")["epoch"] == last["best_epoch"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_with_a_long_save_period_ctrl_c_then_resume_auto_continues_from_the_best_in_place(save_dir):
+    """save_period 1000: the only files are the bests. Each is its epoch's file (it was a standalone
+    model_best.pth, which --resume auto could not continue in place), so the run goes on from it."""
+    run_dir, log_dir = (save_dir / kind / "Digits_MLP" / "held" for kind in ("models", "log"))
+    proc = start_held_run(save_dir, "--set", "trainer.save_period=1000", "--set", "trainer.save_min_interval=0")
+    assert wait_for(lambda: (log_dir / "metrics.jsonl").exists()
+                    and len((log_dir / "metrics.jsonl").read_text().splitlines()) >= 12, 180, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    best = load_checkpoint(run_dir / "model_best.pth")["epoch"]
+    assert epoch_files(run_dir)[-1] == best > 1
+    resumed = subprocess.run(train_cmd(save_dir, *HELD, "--set", "trainer.save_period=1000", "--set",
+                                       "trainer.save_min_interval=0", "--set", f"trainer.epochs={best + 2}",
+                                       "--resume", "auto", run_id="held"),
+                             cwd=REPO, env=env_for_runs(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["held"]  # no branch
+    assert f"continuing at epoch {best + 1} in {run_dir}" in resumed.stdout + resumed.stderr

@@ -111,12 +111,12 @@ def _second_save_waits(folder, budget: int) -> bool:
     writer = ckpt.CheckpointWriter(folder, keep_last=None, memory_budget=budget)
     os.mkfifo(ckpt.temp_path(folder / "checkpoint-epoch1.pth"))
     state = {"weights": torch.zeros(1000)}
-    writer.save(state, 1, periodic=True, save_best=False)
+    writer.save(state, 1, best=False)
     errors = []
 
     def second_save():
         try:
-            writer.save(state, 2, periodic=True, save_best=False)
+            writer.save(state, 2, best=False)
         except RuntimeError as err:
             errors.append(err)
 
