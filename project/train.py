@@ -13,8 +13,10 @@ import sys
 
 
 def _interrupted_while_loading(signum, frame) -> None:
-    print("train.py: interrupted", file=sys.stderr)
-    sys.exit(130)
+    """Nothing is written yet, and an exception raised inside torch's import can abort the process
+    (SIGABRT) or be swallowed by the import machinery: leave at once instead."""
+    print("train.py: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 if __name__ == "__main__":  # Ctrl-C while torch loads (seconds on Colab): one line, not an import traceback

@@ -189,13 +189,20 @@ class CheckpointWriter:
     pending, or, before serialising, until what is still in memory is on disk when it and the new
     one would pass `memory_budget` (a 4 GB checkpoint on a slow Drive must not be held four times
     over in Colab's 12 GB). `close()` returns once all is on disk and re-raises an error. A crash
-    loses at most temp files."""
+    loses at most temp files.
+
+    Ctrl-C raises in the training thread at any line, so that thread only ever waits (a semaphore,
+    a condition) or calls C (SimpleQueue.put); it never notifies. A KeyboardInterrupt inside
+    queue.Queue.put's notify() once left a stale waiter that ate the next wake-up: the writer
+    slept on with the close() sentinel unseen, and close() waited for it forever."""
 
     def __init__(self, folder: Path, keep_last: int | None, memory_budget: int = 256 << 20) -> None:
         self.folder, self.keep_last, self.memory_budget = folder, keep_last, memory_budget
-        self._jobs: queue.Queue = queue.Queue(maxsize=2)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._slots = threading.Semaphore(3)  # handed over, not yet on disk: the one being written and two more
+        self._written = threading.Condition()  # the writer notifies it after each job
         self.last_size = 0  # bytes of the newest serialised checkpoint
-        self._pending_bytes, self._lock = 0, threading.Lock()
+        self._pending_bytes, self._ended = 0, False  # _ended: the writer reached close()'s None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         for entry in folder.glob(f"{TEMP_PREFIX}*"):  # what a killed process left: never valid
@@ -204,26 +211,23 @@ class CheckpointWriter:
     def save(self, state: dict, epoch: int, best: bool) -> None:
         """`checkpoint-epoch{epoch}.pth`, and model_best linked to it when `best`."""
         if self._pending_bytes and self._pending_bytes + self.last_size > self.memory_budget:
-            self._jobs.join()
+            with self._written:
+                self._written.wait_for(lambda: self._pending_bytes == 0)
         self._check()
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        self.last_size = buffer.getbuffer().nbytes
-        with self._lock:
-            self._pending_bytes += self.last_size
-        final = self.folder / f"checkpoint-epoch{epoch}.pth"
+        size = self.last_size = buffer.getbuffer().nbytes
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
             self._thread.start()
-        self._jobs.put((buffer, final, best, epoch))
+        self._slots.acquire()
+        with self._written:
+            self._pending_bytes += size
+        self._jobs.put((buffer, size, self.folder / f"checkpoint-epoch{epoch}.pth", best, epoch))
 
     def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:  # close()
-                self._jobs.task_done()
-                return
-            buffer, final, link_best, epoch = job
+        while (job := self._jobs.get()) is not None:  # None: close()
+            buffer, size, final, link_best, epoch = job
             tmp = temp_path(final)
             try:
                 with tmp.open("wb") as handle:
@@ -242,10 +246,14 @@ class CheckpointWriter:
                 self._error = err
                 discard(tmp)
             finally:
-                with self._lock:
-                    self._pending_bytes -= buffer.getbuffer().nbytes
-                del buffer
-                self._jobs.task_done()
+                del job, buffer
+                with self._written:
+                    self._pending_bytes -= size
+                    self._written.notify_all()
+                self._slots.release()
+        with self._written:
+            self._ended = True
+            self._written.notify_all()
 
     def _check(self) -> None:
         if self._error is not None:
@@ -255,9 +263,10 @@ class CheckpointWriter:
     def close(self) -> None:
         """Return once every checkpoint is on disk, re-raising a write error, and end the thread (a
         notebook that trains again starts a new one)."""
-        self._jobs.join()
         if self._thread is not None:
-            self._jobs.put(None)
+            self._jobs.put(None)  # after the jobs already handed over
+            with self._written:  # not Thread.join alone: interrupted by Ctrl-C, it marks a live thread ended
+                self._written.wait_for(lambda: self._ended)
             self._thread.join()
-            self._thread = None
+            self._thread, self._jobs, self._ended = None, queue.SimpleQueue(), False  # drop a second None
         self._check()

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -190,3 +191,58 @@ def test_ctrl_c_after_the_last_epoch_still_waits_for_the_checkpoints_on_a_slow_d
     assert run.returncode == 130, run.stderr
     on_disk = sorted(p.name for p in (save_dir / "models" / "Digits_MLP" / "slow").iterdir())
     assert on_disk == [*(f"checkpoint-epoch{e}.pth" for e in range(1, epochs + 1)), "config.json", "model_best.pth"]
+
+
+HAND_OFF = ("checkpoint.py", "queue.py", "threading.py")  # where save() hands its bytes to the writer
+
+
+def hung(signum, frame):
+    raise TimeoutError
+
+
+def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path):
+    """Ctrl-C raises KeyboardInterrupt at whatever line the training thread is on. Raised at each
+    line save() runs in turn (its own, the queue's and the threading module's), then close() as the
+    Ctrl-C path calls it: close() returns, and what reached the disk is whole. (One such interrupt,
+    inside queue.Queue.put's notify, left close() waiting forever for a writer that slept on.)"""
+    state = {"weights": torch.arange(1000.0)}
+    line = 0
+    while True:
+        line += 1
+        folder = tmp_path / f"line{line}"
+        folder.mkdir()
+        writer = ckpt.CheckpointWriter(folder, keep_last=None)
+        writer.save(state, 1, best=False)
+        deadline = time.monotonic() + 10
+        while not (folder / "checkpoint-epoch1.pth").exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.005)  # the writer is back waiting for work
+        seen = [0]
+
+        def interrupt(frame, event, arg, seen=seen, target=line):
+            if event == "line" and frame.f_code.co_filename.endswith(HAND_OFF):
+                seen[0] += 1
+                if seen[0] == target:
+                    raise KeyboardInterrupt
+            return interrupt
+
+        sys.settrace(interrupt)
+        try:
+            writer.save(state, 2, best=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        signal.signal(signal.SIGALRM, hung)  # close() in this (the main) thread, as the Ctrl-C path calls it
+        signal.alarm(20)
+        try:
+            writer.close()
+        except TimeoutError:
+            pytest.fail(f"close() hung after a Ctrl-C at hand-off line {line} of save()")
+        finally:
+            signal.alarm(0)
+        for path in folder.glob("checkpoint-epoch*.pth"):
+            assert torch.equal(load_checkpoint(path)["weights"], state["weights"]), path
+        if seen[0] < line:  # save() ran fewer lines than this: every one has been tried
+            break
+    assert line > 10, line
