@@ -189,8 +189,8 @@ class BaseTrainer:
         20 ms epoch's training does, and Drive takes a file a second at best): until the interval
         has passed nothing is written, except that a best epoch's state waits in memory as a CPU
         copy (a checkpoint under HOLD_BYTES only) and is written, as its epoch's file, before any
-        later epoch's, so model_best is always the best epoch. The first checkpoint (its size) and the last epoch,
-        an early stop or a Ctrl-C (utils/interrupt.py) are always written."""
+        later epoch's, so model_best is always the best epoch. The first checkpoint (its size),
+        the last epoch, an early stop and a Ctrl-C (utils/interrupt.py) are always written."""
         periodic = epoch % self.save_period == 0 or final
         due = (final or time.monotonic() - self._last_write >= self.save_min_interval
                or not 0 < self.checkpoints.last_size <= HOLD_BYTES)
