@@ -2,7 +2,8 @@
 [tensorboard, csv, wandb, mlflow]`.
 
 Each logger gets every epoch row (`log_epoch`) and the step-level loss and lr at log points
-(`log_step`); files are flushed once an epoch, with its row. W&B and MLflow are optional extras
+(`log_step`), with the time each was made; the trainer hands rows over, and flushes, at most once
+a second and before every checkpoint (base_trainer.LOG_INTERVAL). W&B and MLflow are optional extras
 (`pip install remotectl[wandb]`); their keys come from the environment or Colab Secrets
 (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN), never from a config, a log or a checkpoint. A resumed
 run continues the same W&B / MLflow run: its id is in the checkpoint (`logger_ids`).
@@ -104,13 +105,15 @@ class CsvLogger:
             self.files[kind] = (handle, writer)
         self.files[kind][1].writerow(row)
 
-    def log_epoch(self, row: dict, step: int) -> None:
+    def log_epoch(self, row: dict, step: int, wall_time: float) -> None:
         self._append("metrics", row)
+
+    def log_step(self, row: dict, step: int, wall_time: float) -> None:
+        self._append("steps", row)
+
+    def flush(self) -> None:
         for handle, _ in self.files.values():
             handle.flush()
-
-    def log_step(self, row: dict, step: int) -> None:
-        self._append("steps", row)
 
     def close(self) -> None:
         for handle, _ in self.files.values():
@@ -125,11 +128,11 @@ class WandbLogger:
                               dir=str(log_dir), config=config, tags=args.get("tags"), reinit="finish_previous")
         self.id = self.run.id
 
-    def log_epoch(self, row: dict, step: int) -> None:
+    def log_epoch(self, row: dict, step: int, wall_time: float) -> None:  # W&B stamps rows itself
         self.run.log({("val/" + k[4:] if k.startswith("val_") else f"train/{k}"): v for k, v in row.items()},
                      step=step)
 
-    def log_step(self, row: dict, step: int) -> None:
+    def log_step(self, row: dict, step: int, wall_time: float) -> None:
         self.run.log({f"train_step/{k}": v for k, v in row.items() if k != "step"}, step=step)
 
     def close(self) -> None:
@@ -147,10 +150,10 @@ class MlflowLogger:
         if not mlflow_id:
             mlflow.log_params({k: str(v)[:500] for k, v in _flat(config).items()})
 
-    def log_epoch(self, row: dict, step: int) -> None:
+    def log_epoch(self, row: dict, step: int, wall_time: float) -> None:  # MLflow stamps rows itself
         self.mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
-    def log_step(self, row: dict, step: int) -> None:
+    def log_step(self, row: dict, step: int, wall_time: float) -> None:
         self.mlflow.log_metrics({f"step_{k}": float(v) for k, v in row.items() if k != "step"}, step=step)
 
     def close(self) -> None:
@@ -181,13 +184,18 @@ class Loggers:
     def ids(self) -> dict:
         return {name: item.id for name, item in self.items.items() if getattr(item, "id", None)}
 
-    def log_epoch(self, row: dict, step: int) -> None:
+    def log_epoch(self, row: dict, step: int, wall_time: float) -> None:
         for item in self.items.values():
-            item.log_epoch(row, step)
+            item.log_epoch(row, step, wall_time)
 
-    def log_step(self, row: dict, step: int) -> None:
+    def log_step(self, row: dict, step: int, wall_time: float) -> None:
         for item in self.items.values():
-            item.log_step(row, step)
+            item.log_step(row, step, wall_time)
+
+    def flush(self) -> None:
+        for item in self.items.values():
+            if hasattr(item, "flush"):  # W&B and MLflow send on their own
+                item.flush()
 
     def close(self) -> None:
         for item in self.items.values():
