@@ -6,8 +6,11 @@ the device and read once an epoch, as a careful user writes it) and B (project/ 
 features on: TensorBoard scalars, step-level loss and lr at the default log points, metrics.jsonl,
 steps.jsonl, info.log, the monitor and model_best, checkpoints every epoch at most once a second (the
 digits' 20 ms epochs share writes; `--save-min-interval 0` writes every epoch), and the progress
-output it has without a terminal: one line per epoch) run interleaved A B A B in one process, several repeats;
-prints per-step times and the ratio Trainer/raw (targets: <= 1.03 on the MNIST-sized set, <= 1.10 on
+output it has without a terminal: one line per epoch) take turns in one process, several repeats: a
+piece of the raw epoch at each of the Trainer's log points, each piece timed on its own, so both meet the
+same moments of a shared machine (its speed drifts by a third over seconds; `--interleave run`
+alternates whole runs, as this bench did before, and shows that drift). Prints per-step times and the
+ratio Trainer/raw, the median of the repeats (targets: <= 1.03 on the MNIST-sized set, <= 1.10 on
 the digits, whose 20 ms epochs make the per-epoch work weigh most). The ratio of the main thread's CPU
 time is printed too: on a machine other processes load, it shows the work we add, where the wall-clock
 ratio also shows who got the CPU. `--progress` puts the tqdm bar back (into /dev/null) to price it.
@@ -70,62 +73,118 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class RawLoop:
+    """The loop a careful user writes by hand: train, validate, read the epoch's numbers once. It
+    runs in pieces that end where the Trainer's log points are (every max(8, batches // 10) steps
+    and at the epoch's end, after validation), so that the two can take turns (--interleave)."""
+
+    def __init__(self, model, loader, valid, device, amp) -> None:
+        self.model, self.loader, self.valid, self.device = model, loader, valid, device
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.autocast = {"device_type": device.type, "dtype": AMP[amp], "enabled": amp != "off"}
+        self.steps, self.history = 0, []
+        batches = len(loader)
+        self.every = max(8, batches // 10)  # the Trainer's default log_step
+        self.pieces_per_epoch = -(-batches // self.every)
+        self._pieces = self._epochs()
+
+    def piece(self) -> None:
+        next(self._pieces)
+
+    def _epochs(self):
+        model, optimizer, device, batches = self.model, self.optimizer, self.device, len(self.loader)
+        while True:
+            model.train()
+            train_sum, seen = torch.zeros((), device=device), 0
+            for i, (data, target) in enumerate(self.loader):
+                data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)  # first, as in PyTorch's own examples (and the Trainer)
+                with torch.autocast(**self.autocast):
+                    loss = F.nll_loss(model(data), target)
+                loss.backward()
+                optimizer.step()
+                train_sum.add_(loss.detach(), alpha=target.shape[0])
+                seen += target.shape[0]
+                self.steps += 1
+                if (i + 1) % self.every == 0 and i + 1 < batches:
+                    yield
+            model.eval()
+            sums, count = torch.zeros(3, device=device), 0
+            with torch.no_grad():
+                for data, target in self.valid:
+                    data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
+                    with torch.autocast(**self.autocast):
+                        output = model(data)
+                        batch = torch.stack([F.nll_loss(output, target), accuracy(output, target),
+                                             top_k_acc(output, target)])
+                    sums += batch * target.shape[0]
+                    count += target.shape[0]
+            self.history.append([train_sum.item() / seen, *(sums / count).tolist()])  # what a user prints
+            yield
+
+
 def raw_loop(model, loader, valid, epochs, device, amp) -> tuple[float, int, float]:
-    """The loop a careful user writes by hand: train, validate, read the epoch's numbers once."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    autocast = {"device_type": device.type, "dtype": AMP[amp], "enabled": amp != "off"}
-    steps, history = 0, []
+    """A whole raw run: (seconds, steps, main-thread CPU seconds)."""
+    loop = RawLoop(model, loader, valid, device, amp)
     sync(device)
     started, cpu = time.perf_counter(), time.thread_time()
-    for _ in range(epochs):
-        model.train()
-        train_sum, seen = torch.zeros((), device=device), 0
-        for data, target in loader:
-            data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)  # first, as in PyTorch's own examples (and the Trainer)
-            with torch.autocast(**autocast):
-                loss = F.nll_loss(model(data), target)
-            loss.backward()
-            optimizer.step()
-            train_sum.add_(loss.detach(), alpha=target.shape[0])
-            seen += target.shape[0]
-            steps += 1
-        model.eval()
-        sums, count = torch.zeros(3, device=device), 0
-        with torch.no_grad():
-            for data, target in valid:
-                data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
-                with torch.autocast(**autocast):
-                    output = model(data)
-                    batch = torch.stack([F.nll_loss(output, target), accuracy(output, target),
-                                         top_k_acc(output, target)])
-                sums += batch * target.shape[0]
-                count += target.shape[0]
-        history.append([train_sum.item() / seen, *(sums / count).tolist()])  # what a user prints
+    for _ in range(epochs * loop.pieces_per_epoch):
+        loop.piece()
     sync(device)
-    return time.perf_counter() - started, steps, time.thread_time() - cpu
+    return time.perf_counter() - started, loop.steps, time.thread_time() - cpu
 
 
 class TimedTrainer(Trainer):
     """Times the epochs: from the first epoch's start to the end of the last epoch and its
     checkpoint. The one-off start (run folders, config.json, TensorBoard files) and end (curves
-    PNG, summary) are not per-step work; the start is reported on its own line."""
+    PNG, summary) are not per-step work; the start is reported on its own line.
 
-    loop_start = cpu_start = None
+    With a RawLoop in `raw`, the two take turns: a piece of the raw epoch at each log point of
+    the Trainer's (and, when `raw_first`, at the epoch's start instead of its last log point),
+    each timed on its own. Both then meet the same moments of a shared machine, whose speed
+    drifts over seconds while neighbouring pieces run at nearly the same speed. The Trainer's
+    clocks for save_min_interval and its log writes do not see the raw pieces: its writes come
+    as in a run alone."""
+
+    loop_start = None
+    raw: RawLoop | None = None
+    raw_first = True
+
+    def _turn(self, raw_piece: bool) -> None:
+        """The Trainer's piece ends here; a raw piece runs if it is its turn."""
+        sync(self.device)
+        now, cpu = time.perf_counter(), time.thread_time()
+        if self.loop_start is None:
+            self.loop_start, self.wall, self.cpu, self.raw_wall, self.raw_cpu = now, 0.0, 0.0, 0.0, 0.0
+        else:
+            self.wall, self.cpu = self.wall + now - self.mark[0], self.cpu + cpu - self.mark[1]
+        if raw_piece and self.raw is not None:
+            self.raw.piece()
+            sync(self.device)
+            after, after_cpu = time.perf_counter(), time.thread_time()
+            self.raw_wall, self.raw_cpu = self.raw_wall + after - now, self.raw_cpu + after_cpu - cpu
+            self._last_write += after - now
+            self._last_log_write += after - now
+            now, cpu = after, after_cpu
+        self.mark = (now, cpu)
 
     def _train_epoch(self, epoch):
-        if self.loop_start is None:
-            sync(self.device)
-            self.loop_start, self.cpu_start = time.perf_counter(), time.thread_time()
+        self._turn(raw_piece=self.raw_first)
         return super()._train_epoch(epoch)
 
+    def _log_point(self, bar, epoch, done, total):
+        super()._log_point(bar, epoch, done, total)
+        if self.raw is not None:
+            self._turn(raw_piece=not (self.raw_first and done == total))
+
     def _finish(self, last_log, stopped_early):
-        sync(self.device)
-        self.loop_end, self.cpu_end = time.perf_counter(), time.thread_time()
+        self._turn(raw_piece=False)
         return super()._finish(last_log, stopped_early)
 
 
-def trainer_run(model, loader, valid, epochs, device, args, save_dir, run_id, data) -> tuple[float, int, float]:
+def trainer_run(model, loader, valid, epochs, device, args, save_dir, run_id, data,
+                raw: RawLoop | None = None, raw_first: bool = True) -> TimedTrainer:
+    """A Trainer run with the template's defaults; its times are on the returned trainer."""
     config = {
         "name": f"bench_{data}", "seed": 0,
         "arch": {"type": "DigitsModel", "args": {}},
@@ -145,11 +204,12 @@ def trainer_run(model, loader, valid, epochs, device, args, save_dir, run_id, da
     with open(os.devnull, "w") as bar_sink:
         trainer = TimedTrainer(model, nll_loss, [accuracy, top_k_acc], optimizer, parser, device, loader, valid)
         trainer.progress_file = bar_sink
+        trainer.raw, trainer.raw_first = raw, raw_first
         sync(device)
         started = time.perf_counter()
         trainer.train()
     STARTUP.append(trainer.loop_start - started)
-    return trainer.loop_end - trainer.loop_start, trainer.global_step, trainer.cpu_end - trainer.cpu_start
+    return trainer
 
 
 def bench(data: str, args, device: torch.device, save_dir: Path) -> float:
@@ -160,21 +220,34 @@ def bench(data: str, args, device: torch.device, save_dir: Path) -> float:
         torch.manual_seed(0)
         return DigitsModel(**model_args).to(device)
 
-    def run(kind: str, tag: str, n_epochs: int):
-        loader, valid = make_loaders(data, batch_size, split, args.device_loader, device)
-        if kind == "raw":
-            return raw_loop(fresh_model(), loader, valid, n_epochs, device, args.amp)
-        return trainer_run(fresh_model(), loader, valid, n_epochs, device, args, save_dir, tag, data)
+    def loaders():
+        return make_loaders(data, batch_size, split, args.device_loader, device)
 
-    run("raw", "warm", 1)  # warm-up: first calls, allocator, file system
-    run("trainer", f"{data}-warm", 1)
+    def pair(tag: str, n_epochs: int, raw_first: bool) -> tuple[float, int, float, float, int, float]:
+        """(raw seconds, steps, CPU seconds, Trainer seconds, steps, CPU seconds) of n_epochs each.
+        Which of the two goes first alternates: the first epochs after a start run slower."""
+        if args.interleave == "log-point":
+            raw = RawLoop(fresh_model(), *loaders(), device, args.amp)
+            trainer = trainer_run(fresh_model(), *loaders(), n_epochs, device, args, save_dir, tag, data, raw,
+                                  raw_first)
+            return trainer.raw_wall, raw.steps, trainer.raw_cpu, trainer.wall, trainer.global_step, trainer.cpu
+        if raw_first:
+            raw_s, raw_steps, raw_c = raw_loop(fresh_model(), *loaders(), n_epochs, device, args.amp)
+        trainer = trainer_run(fresh_model(), *loaders(), n_epochs, device, args, save_dir, tag, data)
+        if not raw_first:
+            raw_s, raw_steps, raw_c = raw_loop(fresh_model(), *loaders(), n_epochs, device, args.amp)
+        return raw_s, raw_steps, raw_c, trainer.wall, trainer.global_step, trainer.cpu
+
+    pair(f"{data}-warm", 1, True)  # warm-up: first calls, allocator, file system
+    STARTUP.clear()
     raw_times, trainer_times, raw_cpu, trainer_cpu = [], [], [], []
     print(f"\n{data}: batch {batch_size}, {epochs} epoch(s) per run, validation {split}, device {device}, "
           f"amp {args.amp}, loader {'device-resident' if args.device_loader else 'DataLoader'}, "
-          f"progress bar {'on' if args.progress else 'off (no terminal)'}")
+          f"progress bar {'on' if args.progress else 'off (no terminal)'}, "
+          + ("raw and Trainer take turns at log points" if args.interleave == "log-point" else "raw and Trainer runs alternate")
+          + " (raw first in odd repeats)")
     for rep in range(args.repeats):
-        raw_s, raw_steps, raw_c = run("raw", "", epochs)
-        tr_s, tr_steps, tr_c = run("trainer", f"{data}-{rep}", epochs)
+        raw_s, raw_steps, raw_c, tr_s, tr_steps, tr_c = pair(f"{data}-{rep}", epochs, raw_first=rep % 2 == 0)
         assert raw_steps == tr_steps, (raw_steps, tr_steps)
         raw_cpu.append(raw_c)
         trainer_cpu.append(tr_c)
@@ -183,16 +256,13 @@ def bench(data: str, args, device: torch.device, save_dir: Path) -> float:
         print(f"  repeat {rep + 1}: raw {raw_times[-1] * 1e3:8.4f} ms/step   trainer {trainer_times[-1] * 1e3:8.4f} "
               f"ms/step   ratio {trainer_times[-1] / raw_times[-1]:.3f}   CPU ratio {tr_c / raw_c:.3f}   "
               f"({raw_steps} steps)")
-    ratio = statistics.median(trainer_times) / statistics.median(raw_times)
     pairs = sorted(t / r for t, r in zip(trainer_times, raw_times))
     cpu_pairs = sorted(t / r for t, r in zip(trainer_cpu, raw_cpu))
-    print(f"  median: raw {statistics.median(raw_times) * 1e3:.4f} ms/step, trainer "
-          f"{statistics.median(trainer_times) * 1e3:.4f} ms/step, ratio Trainer/raw = {ratio:.3f} "
-          f"(pairs: median {statistics.median(pairs):.3f}, range {pairs[0]:.3f}-{pairs[-1]:.3f}; "
-          f"min-based {min(trainer_times) / min(raw_times):.3f})")
-    print(f"  main-thread CPU time ratio {statistics.median(trainer_cpu) / statistics.median(raw_cpu):.3f} "
-          f"(pairs: median {statistics.median(cpu_pairs):.3f}, range {cpu_pairs[0]:.3f}-{cpu_pairs[-1]:.3f}; "
-          f"min-based {min(trainer_cpu) / min(raw_cpu):.3f})")
+    ratio = statistics.median(pairs)
+    print(f"  ratio Trainer/raw = {ratio:.3f} (median of the repeats; range {pairs[0]:.3f}-{pairs[-1]:.3f}); "
+          f"medians: raw {statistics.median(raw_times) * 1e3:.4f} ms/step, trainer "
+          f"{statistics.median(trainer_times) * 1e3:.4f} ms/step, ratio {statistics.median(trainer_times) / statistics.median(raw_times):.3f}")
+    print(f"  main-thread CPU time ratio {statistics.median(cpu_pairs):.3f} (range {cpu_pairs[0]:.3f}-{cpu_pairs[-1]:.3f})")
     print(f"  one-off start of a Trainer run (folders, config.json, loggers): {statistics.median(STARTUP) * 1e3:.1f} ms "
           "(not counted above)")
     STARTUP.clear()
@@ -218,6 +288,10 @@ def main() -> int:
                         help="trainer.save_min_interval (default: the template's, 1 s: the digits' short epochs share "
                              "checkpoint writes); 0 prices a checkpoint written every epoch")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--interleave", choices=("log-point", "run"), default="log-point",
+                        help="log-point (default): the raw loop and the Trainer take turns at the Trainer's log points, "
+                             "each piece timed apart; run: whole raw and Trainer runs alternate (a shared machine's "
+                             "drift between runs then shows in the ratio)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
