@@ -62,6 +62,7 @@ class BaseTrainer:
         self._held_best: dict | None = None  # a best epoch's state waiting in memory for its write
         self._last_write = self._last_log_write = 0.0
         self._rows: list[tuple] = []  # ("epoch" | "step", row, step, wall time) waiting for _write_logs
+        self._rows_in_files = self._rows_in_loggers = 0  # how many of them _write_logs has written
 
     @abstractmethod
     def _train_epoch(self, epoch: int) -> dict:
@@ -171,18 +172,22 @@ class BaseTrainer:
             self._write_logs()
 
     def _write_logs(self) -> None:
-        """The waiting rows, in the order they came (W&B wants steps in order), then a flush."""
-        rows, self._rows = self._rows, []
-        for kind, row, step, wall_time in rows:
-            if kind == "epoch":
-                self.metrics_log.append(row)
-                self.loggers.log_epoch(row, step, wall_time)
-            else:
-                self.steps_log.append(row)
-                self.loggers.log_step(row, step, wall_time)
+        """The waiting rows, in the order they came (W&B wants steps in order), then a flush: the run's
+        own files first, then the loggers. A row stays queued until every one has it, so a Ctrl-C or a
+        logger's error in the middle costs no row: train()'s retry on the way out writes the rest."""
+        rows = self._rows
+        while self._rows_in_files < len(rows):
+            kind, row = rows[self._rows_in_files][:2]
+            (self.metrics_log if kind == "epoch" else self.steps_log).append(row)
+            self._rows_in_files += 1
         self.metrics_log.flush()
         self.steps_log.flush()
+        while self._rows_in_loggers < len(rows):
+            kind, row, step, wall_time = rows[self._rows_in_loggers]
+            (self.loggers.log_epoch if kind == "epoch" else self.loggers.log_step)(row, step, wall_time)
+            self._rows_in_loggers += 1
         self.loggers.flush()
+        self._rows, self._rows_in_files, self._rows_in_loggers = [], 0, 0
         self._last_log_write = time.monotonic()
 
     # ------------------------------------------------------------------ checkpoints

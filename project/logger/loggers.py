@@ -88,11 +88,23 @@ class MetricsLog:
 class CsvLogger:
     """metrics.csv (one row per epoch) and steps.csv (one row per log point)."""
 
-    def __init__(self, log_dir: Path, resumed: bool) -> None:
+    def __init__(self, log_dir: Path, resume_epoch: int | None, resume_step: int | None) -> None:
+        """A fresh run starts without the files; a resumed one keeps the rows up to its checkpoint
+        (as MetricsLog does: a killed run wrote rows past it, and a torn last line)."""
         self.log_dir, self.files = log_dir, {}
-        if not resumed:
-            for kind in ("metrics", "steps"):
-                (log_dir / f"{kind}.csv").unlink(missing_ok=True)
+        for kind, key, resume_at in (("metrics", "epoch", resume_epoch), ("steps", "step", resume_step)):
+            path = log_dir / f"{kind}.csv"
+            if resume_at is None or not path.exists():
+                path.unlink(missing_ok=True)
+                continue
+            with path.open(newline="") as handle:
+                header, *table = list(csv.reader(handle)) or [[]]
+            kept = [row for row in table if len(row) == len(header) and _number(row[header.index(key)]) is not None
+                    and _number(row[header.index(key)]) <= resume_at] if key in header else []
+            tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+            with tmp.open("w", newline="") as handle:
+                csv.writer(handle).writerows([header, *kept] if header else [])
+            os.replace(tmp, path)
 
     def _append(self, kind: str, row: dict) -> None:
         if kind not in self.files:  # the columns are the first row's, or those of the file resumed
@@ -175,7 +187,7 @@ class Loggers:
                     logger.warning("tensorboard is enabled in the config but not installed: "
                                    "pip install tensorboard (or drop it from trainer.loggers)")
             elif name == "csv":
-                self.items[name] = CsvLogger(log_dir, resumed=resume_epoch is not None)
+                self.items[name] = CsvLogger(log_dir, resume_epoch, resume_step)
             elif name == "wandb":
                 self.items[name] = WandbLogger(config, run_id, log_dir, ids.get(name), args)
             elif name == "mlflow":
@@ -200,6 +212,13 @@ class Loggers:
     def close(self) -> None:
         for item in self.items.values():
             item.close()
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -49,7 +49,8 @@ class TensorboardWriter:
 
     def _open(self, folder: Path, resumed_at: int | None):
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_FILE_IDS)}"
+        # the counter padded: TensorBoard reads a folder's files in name order (a resume in the same second)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_FILE_IDS):06d}"
         handle = (folder / name).open("ab")
         self._write(handle, self._event.Event(wall_time=time.time(), file_version="brain.Event:2"))
         if resumed_at:  # TensorBoard then hides what a killed run logged past the checkpoint
