@@ -159,10 +159,9 @@ def test_wandb_never_sees_a_smaller_step_across_a_kill_and_resume_auto(save_dir,
 @pytest.mark.timeout(120)
 def test_tensorboard_reads_a_resumed_runs_event_files_in_the_order_they_were_written(save_dir):
     """A notebook trains and resumes in one process within one second: the event files then differ
-    only in their counter (....8 then ....10), and TensorBoard reads a folder's files in name order."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+    only in their counter (....8 then ....10 for the same pid and second), and TensorBoard reads a folder's files in name order."""
     import logger.visualization as visualization
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tb = ["--set", "trainer.tensorboard=true"]
     for attempt in range(5):
