@@ -115,6 +115,7 @@ def kill_with_rows_past_the_checkpoint(save_dir, tmp_path, loggers: str, run_id:
                             env=stub_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: len(rows(log_dir / "metrics.jsonl")) >= 5, 120, proc), proc.stderr.read()
+        time.sleep(0.3)  # the loggers get the rows of the same write after the jsonl files; the next is 1 s off
     finally:
         kill(proc)
     newest = newest_checkpoint(run_dir)
