@@ -3,8 +3,8 @@
 Read `_train_epoch` top to bottom: fetch a batch, forward under autocast, scale the loss by
 the accumulation group, backward (without the DDP all-reduce on all but the last
 micro-batch of a group), then clip, step, update the scaler and the scheduler. Without AMP
-the autocast and the GradScaler are disabled and cost nothing measurable (see
-scripts/bench_overhead.py). Metrics stay on the device; the host syncs once per log point
+the autocast is a null context (a disabled torch.autocast still cost 2% of a digits step:
+scripts/bench_overhead.py) and the GradScaler is disabled (its calls then return at once). Metrics stay on the device; the host syncs once per log point
 (the loss since the last one) and once per epoch. The training loss counts every batch;
 training metrics (accuracy...) are measured on the batches at log points unless
 `trainer.train_metrics` is "all" (each costs a few kernels per step) or "off".
@@ -41,7 +41,7 @@ class Trainer(BaseTrainer):
         self.train_metrics_mode = cfg["train_metrics"]
 
         amp = self._amp_mode(cfg["amp"], device)
-        self.autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp != "off")
+        self.autocast = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp != "off" else NO_CONTEXT
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # fp16 needs loss scaling
 
         # self.model: plain module (checkpoints); self.net: maybe compiled (evaluation);

@@ -82,17 +82,26 @@ def link_or_copy(source: Path, dest: Path) -> None:
 
 def detached_copy(obj):
     """`obj` with every tensor copied to the CPU: a state that later steps cannot change, to wait
-    in memory for its write. Containers are rebuilt (a state_dict keeps its `_metadata`)."""
+    in memory for its write. Containers are rebuilt (a state_dict keeps its `_metadata`); plain
+    numbers and strings are taken as they are, without a call each (a digits run holds a best
+    most epochs, and this walk was a third of the cost)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if type(obj) in (dict, OrderedDict):
-        copy = type(obj)((key, detached_copy(value)) for key, value in obj.items())
+        return obj.detach().to(_CPU, copy=True)
+    kind = type(obj)
+    if kind is dict or kind is OrderedDict:
+        copy = kind()
+        for key, value in obj.items():
+            copy[key] = value if type(value) in _ATOMS else detached_copy(value)
         if hasattr(obj, "_metadata"):
             copy._metadata = obj._metadata
         return copy
-    if type(obj) in (list, tuple):
-        return type(obj)(detached_copy(value) for value in obj)
+    if kind is list or kind is tuple:
+        return kind(value if type(value) in _ATOMS else detached_copy(value) for value in obj)
     return obj
+
+
+_CPU = torch.device("cpu")
+_ATOMS = (int, float, str, bool, type(None))
 
 
 def epoch_checkpoints(folder: Path) -> list[tuple[int, Path]]:
