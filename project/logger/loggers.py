@@ -99,8 +99,9 @@ class CsvLogger:
                 continue
             with path.open(newline="") as handle:
                 header, *table = list(csv.reader(handle)) or [[]]
-            kept = [row for row in table if len(row) == len(header) and _number(row[header.index(key)]) is not None
-                    and _number(row[header.index(key)]) <= resume_at] if key in header else []
+            column = header.index(key) if key in header else None
+            kept = [row for row in table if column is not None and len(row) == len(header)
+                    and _at_most(row[column], resume_at)]
             tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
             with tmp.open("w", newline="") as handle:
                 csv.writer(handle).writerows([header, *kept] if header else [])
@@ -214,11 +215,12 @@ class Loggers:
             item.close()
 
 
-def _number(text: str) -> float | None:
+def _at_most(text: str, limit: int) -> bool:
+    """A CSV cell's number is at most `limit` (a torn row's cell may be no number)."""
     try:
-        return float(text)
+        return float(text) <= limit
     except ValueError:
-        return None
+        return False
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
