@@ -128,13 +128,13 @@ class BaseTrainer:
             if self.is_main:
                 with contextlib.suppress(Exception):  # the rows of the epochs a crash or Ctrl-C ended; its error stands
                     self._write_logs()
-            if self.is_main and isinstance(exc, KeyboardInterrupt):
-                # Ctrl-C, Colab's stop button: a waiting best and what was handed over reach the disk
-                try:
-                    self._write_held_best()
-                except TemplateError as err:
-                    self.logger.warning(str(err))
-                self._drain_checkpoints()
+                if isinstance(exc, KeyboardInterrupt):
+                    # Ctrl-C, Colab's stop button: a waiting best and what was handed over reach the disk
+                    try:
+                        self._write_held_best()
+                    except TemplateError as err:
+                        self.logger.warning(str(err))
+                    self._drain_checkpoints()
             raise
         finally:
             gc.unfreeze()
@@ -161,13 +161,14 @@ class BaseTrainer:
         parts = [f"epoch {log['epoch']}/{self.epochs}", *(f"{k} {v:.6g}" for k, v in log.items()
                                                           if k not in ("epoch", "time"))]
         self.logger.info("  ".join(parts) + f"  ({log['time']:.2f}s)" + ("  *best" if improved else ""))
-        self._rows.append(("epoch", log, self.global_step, time.time()))
-        if time.monotonic() - self._last_log_write >= LOG_INTERVAL:
-            self._write_logs()
+        self._queue_row("epoch", log, self.global_step)
 
     def _log_step(self, row: dict) -> None:
         """Step-level loss and lr (rank 0), at log points only; a long epoch's reach the files as they come."""
-        self._rows.append(("step", row, row["step"], time.time()))
+        self._queue_row("step", row, row["step"])
+
+    def _queue_row(self, kind: str, row: dict, step: int) -> None:
+        self._rows.append((kind, row, step, time.time()))
         if time.monotonic() - self._last_log_write >= LOG_INTERVAL:
             self._write_logs()
 
