@@ -15,8 +15,9 @@ import queue
 import re
 import shutil
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -197,72 +198,90 @@ class CheckpointWriter:
     while the thread's fsync held the file system's journal.) The loop waits if two saves are
     pending, or, before serialising, until what is still in memory is on disk when it and the new
     one would pass `memory_budget` (a 4 GB checkpoint on a slow Drive must not be held four times
-    over in Colab's 12 GB). `close()` returns once all is on disk and re-raises an error. A crash
-    loses at most temp files.
+    over in Colab's 12 GB). `close()` returns once all is on disk, re-raises an error and ends the
+    thread (a notebook that trains again makes a new writer). A crash loses at most temp files.
 
-    Ctrl-C raises in the training thread at any line, so that thread only ever waits (a semaphore,
-    a condition) or calls C (SimpleQueue.put); it never notifies. A KeyboardInterrupt inside
-    queue.Queue.put's notify() once left a stale waiter that ate the next wake-up: the writer
-    slept on with the close() sentinel unseen, and close() waited for it forever."""
+    Ctrl-C raises KeyboardInterrupt in the training thread at any line, so that thread holds no
+    lock the writer needs: it appends to a deque and puts to SimpleQueues (single C calls) and
+    waits in SimpleQueue.get; the writer, which no signal interrupts, pops a job only once it is
+    on disk. threading's Semaphore, Condition and Queue are Python code around a lock, and each
+    failed here: an interrupt inside Queue.put's notify() left a stale waiter that ate close()'s
+    wake-up, and one at the exit of Semaphore.acquire's `with` left the semaphore's lock held, so
+    a busy writer blocked for good releasing its slot."""
+
+    MAX_IN_MEMORY = 3  # handed over, not yet on disk: the one being written and two more
 
     def __init__(self, folder: Path, keep_last: int | None, memory_budget: int = 256 << 20) -> None:
         self.folder, self.keep_last, self.memory_budget = folder, keep_last, memory_budget
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._slots = threading.Semaphore(3)  # handed over, not yet on disk: the one being written and two more
-        self._written = threading.Condition()  # the writer notifies it after each job
         self.last_size = 0  # bytes of the newest serialised checkpoint
-        self._pending_bytes, self._ended = 0, False  # _ended: the writer reached close()'s None
-        self._thread: threading.Thread | None = None
+        self._jobs: deque[_Job | None] = deque()  # None: close()'s end of work
+        self._wake: queue.SimpleQueue = queue.SimpleQueue()  # to the writer: look at _jobs
+        self._done: queue.SimpleQueue = queue.SimpleQueue()  # from the writer: a job left _jobs, or it ended
+        self._end_sent = self._ended = False
         self._error: BaseException | None = None
         for entry in folder.glob(f"{TEMP_PREFIX}*"):  # what a killed process left: never valid
             entry.unlink(missing_ok=True)
+        # Started here, not in the first save(): Thread.start() waits on an Event, and an interrupt
+        # at that wait's exit would leave the new thread stuck before it runs (here it only fails
+        # the constructor, and no one waits for this writer).
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+        self._thread.start()
 
     def save(self, state: dict, epoch: int, best: bool) -> None:
         """`checkpoint-epoch{epoch}.pth`, and model_best linked to it when `best`."""
-        if self._pending_bytes and self._pending_bytes + self.last_size > self.memory_budget:
-            with self._written:
-                self._written.wait_for(lambda: self._pending_bytes == 0)
+        if self._end_sent:
+            raise RuntimeError(f"the checkpoint writer of {self.folder} is closed")
+        if self._in_memory() + self.last_size > self.memory_budget:
+            self._wait_until(lambda: not self._jobs)
         self._check()
         buffer = io.BytesIO()
         torch.save(state, buffer)
         size = self.last_size = buffer.getbuffer().nbytes
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
-            self._thread.start()
-        self._slots.acquire()
-        with self._written:
-            self._pending_bytes += size
-        self._jobs.put((buffer, size, self.folder / f"checkpoint-epoch{epoch}.pth", best, epoch))
+        self._wait_until(lambda: len(self._jobs) < self.MAX_IN_MEMORY)
+        self._jobs.append(_Job(buffer, size, self.folder / f"checkpoint-epoch{epoch}.pth", best, epoch))
+        self._wake.put(None)  # an interrupt before this line: the next save's or close()'s wake-up finds the job
+
+    def _in_memory(self) -> int:
+        return sum(job.size for job in list(self._jobs) if job is not None)  # list(): one C call, a snapshot
+
+    def _wait_until(self, ready: Callable[[], bool]) -> None:
+        while not self._done.empty():  # wake-ups for changes ready() is about to see: only this thread reads them
+            self._done.get_nowait()
+        while not ready():
+            self._done.get()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:  # None: close()
-            buffer, size, final, link_best, epoch = job
-            tmp = temp_path(final)
-            try:
-                with tmp.open("wb") as handle:
-                    handle.write(buffer.getbuffer())
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, final)
-                if link_best:
-                    link_or_copy(final, self.folder / BEST_NAME)  # fsyncs the folder for both names
-                else:
-                    fsync_dir(self.folder)
-                if self.keep_last:  # older checkpoints of this run's history may go
-                    for _, path in [c for c in epoch_checkpoints(self.folder) if c[0] <= epoch][:-self.keep_last]:
-                        path.unlink(missing_ok=True)
-            except BaseException as err:  # handed to the training thread by save() or close()
-                self._error = err
-                discard(tmp)
-            finally:
-                del job, buffer
-                with self._written:
-                    self._pending_bytes -= size
-                    self._written.notify_all()
-                self._slots.release()
-        with self._written:
-            self._ended = True
-            self._written.notify_all()
+        while True:
+            self._wake.get()
+            while self._jobs:
+                job = self._jobs[0]
+                if job is None:  # close(): everything before it is on disk
+                    self._ended = True
+                    self._done.put(None)
+                    return
+                self._write(job)
+                self._jobs.popleft()
+                del job
+                self._done.put(None)
+
+    def _write(self, job: _Job) -> None:
+        tmp = temp_path(job.final)
+        try:
+            with tmp.open("wb") as handle:
+                handle.write(job.buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, job.final)
+            if job.best:
+                link_or_copy(job.final, self.folder / BEST_NAME)  # fsyncs the folder for both names
+            else:
+                fsync_dir(self.folder)
+            if self.keep_last:  # older checkpoints of this run's history may go
+                for _, path in [c for c in epoch_checkpoints(self.folder) if c[0] <= job.epoch][:-self.keep_last]:
+                    path.unlink(missing_ok=True)
+        except BaseException as err:  # handed to the training thread by save() or close()
+            self._error = err
+            discard(tmp)
 
     def _check(self) -> None:
         if self._error is not None:
@@ -270,12 +289,20 @@ class CheckpointWriter:
             raise RuntimeError(f"could not write a checkpoint in {self.folder}: {err}") from err
 
     def close(self) -> None:
-        """Return once every checkpoint is on disk, re-raising a write error, and end the thread (a
-        notebook that trains again starts a new one)."""
-        if self._thread is not None:
-            self._jobs.put(None)  # after the jobs already handed over
-            with self._written:  # not Thread.join alone: interrupted by Ctrl-C, it marks a live thread ended
-                self._written.wait_for(lambda: self._ended)
-            self._thread.join()
-            self._thread, self._jobs, self._ended = None, queue.SimpleQueue(), False  # drop a second None
+        """Return once every checkpoint is on disk, re-raising a write error, and end the thread.
+        Safe to call again after an interrupt anywhere in it (the Ctrl-C path does)."""
+        if not self._end_sent:
+            self._jobs.append(None)  # after the jobs already handed over
+            self._end_sent = True  # interrupted before this line, a second close() adds a None no one reads
+        self._wake.put(None)
+        self._wait_until(lambda: self._ended)  # not Thread.join alone: interrupted, it marks a live thread ended
+        self._thread.join()
         self._check()
+
+
+class _Job(NamedTuple):
+    buffer: io.BytesIO
+    size: int
+    final: Path
+    best: bool
+    epoch: int

@@ -201,23 +201,32 @@ def hung(signum, frame):
     raise TimeoutError
 
 
-def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path):
+@pytest.mark.parametrize("writer", ["idle", "busy"])
+def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path, writer):
     """Ctrl-C raises KeyboardInterrupt at whatever line the training thread is on. Raised at each
     line save() runs in turn (its own, the queue's and the threading module's), then close() as the
-    Ctrl-C path calls it: close() returns, and what reached the disk is whole. (One such interrupt,
-    inside queue.Queue.put's notify, left close() waiting forever for a writer that slept on.)"""
+    Ctrl-C path calls it: close() returns, and what reached the disk is whole. The writer is either
+    idle or still inside the previous checkpoint (its temp file a FIFO the test drains after the
+    interrupt, which then fails that write at its fsync). (Seen: a KeyboardInterrupt inside
+    queue.Queue.put's notify left a stale waiter that ate close()'s wake-up; one at the exit of
+    threading.Semaphore.acquire's `with` left the semaphore's lock held, and a busy writer then
+    blocked releasing its slot, so close() waited forever: CI hit that one at random.)"""
     state = {"weights": torch.arange(1000.0)}
     line = 0
     while True:
         line += 1
         folder = tmp_path / f"line{line}"
         folder.mkdir()
-        writer = ckpt.CheckpointWriter(folder, keep_last=None)
-        writer.save(state, 1, best=False)
-        deadline = time.monotonic() + 10
-        while not (folder / "checkpoint-epoch1.pth").exists() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        time.sleep(0.005)  # the writer is back waiting for work
+        writer_ = ckpt.CheckpointWriter(folder, keep_last=None)
+        first_temp = ckpt.temp_path(folder / "checkpoint-epoch1.pth")
+        if writer == "busy":
+            os.mkfifo(first_temp)  # the writer blocks opening it until the test reads it
+        writer_.save(state, 1, best=False)
+        if writer == "idle":
+            deadline = time.monotonic() + 10
+            while not (folder / "checkpoint-epoch1.pth").exists() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(0.005)  # the writer is back waiting for work
         seen = [0]
 
         def interrupt(frame, event, arg, seen=seen, target=line):
@@ -229,7 +238,7 @@ def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path
 
         sys.settrace(interrupt)
         try:
-            writer.save(state, 2, best=True)
+            writer_.save(state, 2, best=True)
         except KeyboardInterrupt:
             pass
         finally:
@@ -237,9 +246,16 @@ def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path
         signal.signal(signal.SIGALRM, hung)  # close() in this (the main) thread, as the Ctrl-C path calls it
         signal.alarm(20)
         try:
-            writer.close()
+            if writer == "busy":
+                with first_temp.open("rb") as fifo:  # the "disk" catches up; the FIFO's fsync fails
+                    while fifo.read(65536):
+                        pass
+                with pytest.raises(RuntimeError, match="could not write a checkpoint"):
+                    writer_.close()
+            else:
+                writer_.close()
         except TimeoutError:
-            pytest.fail(f"close() hung after a Ctrl-C at hand-off line {line} of save()")
+            pytest.fail(f"close() hung after a Ctrl-C at hand-off line {line} of save(), the writer {writer}")
         finally:
             signal.alarm(0)
         for path in folder.glob("checkpoint-epoch*.pth"):
@@ -247,3 +263,47 @@ def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path
         if seen[0] < line:  # save() ran fewer lines than this: every one has been tried
             break
     assert line > 10, line
+
+
+def test_ctrl_c_at_any_line_of_close_then_close_again_finishes(tmp_path):
+    """A Ctrl-C inside the final close() sends the run down the Ctrl-C path, which closes again:
+    interrupted at each line close() runs in turn (its own and the threading module's), the second
+    close() returns and the checkpoint handed over is whole on disk."""
+    state = {"weights": torch.arange(1000.0)}
+    threads_before = len(_writer_threads())
+    line = 0
+    while True:
+        line += 1
+        folder = tmp_path / f"line{line}"
+        folder.mkdir()
+        writer = ckpt.CheckpointWriter(folder, keep_last=None)
+        writer.save(state, 1, best=True)
+        seen = [0]
+
+        def interrupt(frame, event, arg, seen=seen, target=line):
+            if event == "line" and frame.f_code.co_filename.endswith(HAND_OFF):
+                seen[0] += 1
+                if seen[0] == target:
+                    raise KeyboardInterrupt
+            return interrupt
+
+        sys.settrace(interrupt)
+        try:
+            writer.close()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        signal.signal(signal.SIGALRM, hung)
+        signal.alarm(20)
+        try:
+            writer.close()
+        except TimeoutError:
+            pytest.fail(f"the second close() hung after a Ctrl-C at line {line} of the first")
+        finally:
+            signal.alarm(0)
+        assert len(_writer_threads()) == threads_before
+        assert torch.equal(load_checkpoint(folder / "checkpoint-epoch1.pth")["weights"], state["weights"])
+        if seen[0] < line:
+            break
+    assert line > 5, line  # close() and Thread.join() ran that many lines
