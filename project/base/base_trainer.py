@@ -126,15 +126,7 @@ class BaseTrainer:
             return self._finish(last_log, stopped_early)
         except BaseException as exc:
             if self.is_main:
-                with contextlib.suppress(Exception):  # the rows of the epochs a crash or Ctrl-C ended; its error stands
-                    self._write_logs()
-                if isinstance(exc, KeyboardInterrupt):
-                    # Ctrl-C, Colab's stop button: a waiting best and what was handed over reach the disk
-                    try:
-                        self._write_held_best()
-                    except TemplateError as err:
-                        self.logger.warning(str(err))
-                    self._drain_checkpoints()
+                self._keep_what_ran(interrupted=isinstance(exc, KeyboardInterrupt))
             raise
         finally:
             gc.unfreeze()
@@ -253,11 +245,19 @@ class BaseTrainer:
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
 
-    def _drain_checkpoints(self) -> None:
-        try:
-            self.checkpoints.close()
-        except RuntimeError as err:
-            self.logger.warning(str(err))
+    def _keep_what_ran(self, interrupted: bool) -> None:
+        """Ctrl-C (Colab's stop button) or a crash (CUDA out of memory, a bad batch): the rows of the
+        epochs that ran, a waiting best and every checkpoint handed over reach the disk before the
+        process exits (the writer is a daemon thread: the exit would cut a Drive write short). The
+        error that ended the run stands; after a crash a write error here is not repeated to the user."""
+        with contextlib.suppress(Exception):
+            self._write_logs()
+        for keep in (self._write_held_best, self.checkpoints.close):
+            try:
+                keep()
+            except Exception as err:  # a second Ctrl-C still leaves at once
+                if interrupted:
+                    self.logger.warning(str(err))
 
     def _resume_checkpoint(self, path: Path) -> int:
         """Load everything a checkpoint holds. A config change that the restored state would

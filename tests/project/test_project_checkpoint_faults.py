@@ -160,6 +160,43 @@ def test_each_run_ends_its_writer_thread(save_dir):
 
 
 @pytest.mark.timeout(120)
+def test_a_crash_mid_run_still_waits_for_the_checkpoints_handed_over_and_ends_the_writer(save_dir, monkeypatch):
+    """CUDA out of memory in epoch 4, with a disk slower than the epochs (fsync 0.2 s, as on Drive)
+    and epochs 1-3 handed to the writer: when the crash leaves train(), all three are whole on disk
+    (a process exits right after, killing the daemon writer mid-write) and no writer thread stays.
+    (Only a Ctrl-C used to wait: the crash found no checkpoint on disk yet, and train.py discarded
+    the run's folders as unused, with its three epochs' logs.)"""
+    real_fsync, real_save, real_backward = os.fsync, torch.save, torch.Tensor.backward
+    saves = [0]
+
+    def slow_fsync(fd):
+        time.sleep(0.2)
+        real_fsync(fd)
+
+    def counting_save(*args, **kwargs):
+        saves[0] += 1
+        return real_save(*args, **kwargs)
+
+    def backward(tensor, *args, **kwargs):
+        if saves[0] >= 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_backward(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(torch, "save", counting_save)
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    threads_before = len(_writer_threads())
+    with pytest.raises(torch.OutOfMemoryError):
+        train_in_process(save_dir, "--set", "trainer.epochs=10", "--set", "trainer.keep_last=null", run_id="oom")
+    run_dir = save_dir / "models" / "Digits_MLP" / "oom"
+    on_disk = sorted(p.name for p in run_dir.iterdir())
+    assert on_disk == [*(f"checkpoint-epoch{e}.pth" for e in (1, 2, 3)), "config.json", "model_best.pth"], on_disk
+    for epoch in (1, 2, 3):
+        assert load_checkpoint(run_dir / f"checkpoint-epoch{epoch}.pth")["epoch"] == epoch
+    assert len(_writer_threads()) == threads_before
+
+
+@pytest.mark.timeout(120)
 def test_ctrl_c_after_the_last_epoch_still_waits_for_the_checkpoints_on_a_slow_disk(save_dir, monkeypatch):
     """A disk slower than the epochs (fsync 0.2 s, as on Drive) keeps the writer ~1 s behind a loop
     of 3 fast epochs, whose saves all fit in its queue; SIGINT 0.1 s after the last epoch is logged
