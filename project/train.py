@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import math
 import os
 import signal
@@ -165,6 +166,22 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _leave_at_once(code: int):
+    """Once cli() has returned, the run is on disk: a Ctrl-C while Python shuts down (torch's and
+    W&B's exit hooks print a traceback when interrupted) leaves at once, with cli()'s exit code."""
+    def leave(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    return leave
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is KeyboardInterrupt again
-    sys.exit(cli())
+    try:
+        exit_code = cli()
+    except KeyboardInterrupt:  # a second Ctrl-C inside cli()'s own error handling: its line is out
+        exit_code = 130
+    signal.signal(signal.SIGINT, _leave_at_once(exit_code))
+    sys.exit(exit_code)

@@ -164,3 +164,38 @@ def test_ctrl_c_while_torch_loads_is_one_line(save_dir):
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
         assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("train.py: interrupted"), err
+
+
+# stands for torch's or W&B's exit hooks (W&B's uploads a run's files): slow while Python shuts down
+SLOW_EXIT_HOOK = """import atexit, os, pathlib, time
+def _slow_exit_hook():
+    pathlib.Path(os.environ["EXIT_HOOK_MARK"]).touch()
+    time.sleep(30)
+atexit.register(_slow_exit_hook)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_while_python_shuts_down_leaves_at_once_without_a_traceback(tmp_path, save_dir):
+    """The run has finished and written everything; Ctrl-C lands in an exit hook (a second Ctrl-C
+    after an interrupted run lands there too): train.py leaves at once with the run's exit code,
+    not with 'Exception ignored in atexit callback' and a traceback after its last line."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_EXIT_HOOK)
+    mark = tmp_path / "exiting"
+    env = {**env_for_runs(), "EXIT_HOOK_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(train_cmd(save_dir, "--set", "trainer.epochs=1", run_id="leaving"), cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert mark.exists(), proc.communicate()[1][-3000:]
+    asked = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - asked < 10  # not the hook's 30 s
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+    assert (save_dir / "log" / "Digits_MLP" / "leaving" / "summary.json").exists()
