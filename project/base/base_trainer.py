@@ -126,7 +126,7 @@ class BaseTrainer:
             return self._finish(last_log, stopped_early)
         except BaseException as exc:
             if self.is_main:
-                self._keep_what_ran(interrupted=isinstance(exc, KeyboardInterrupt))
+                self._keep_what_ran(exc)
             raise
         finally:
             gc.unfreeze()
@@ -245,18 +245,20 @@ class BaseTrainer:
         except RuntimeError as err:
             raise TemplateError(str(err)) from None
 
-    def _keep_what_ran(self, interrupted: bool) -> None:
+    def _keep_what_ran(self, exc: BaseException) -> None:
         """Ctrl-C (Colab's stop button) or a crash (CUDA out of memory, a bad batch): the rows of the
         epochs that ran, a waiting best and every checkpoint handed over reach the disk before the
         process exits (the writer is a daemon thread: the exit would cut a Drive write short). The
-        error that ended the run stands; after a crash a write error here is not repeated to the user."""
+        error that ended the run stands; a write error here is a warning, unless the run ended with a
+        write error of its own (one line about a full disk is enough). save() reports an earlier
+        checkpoint's write error before it takes the state: the waiting best then gets a second try."""
         with contextlib.suppress(Exception):
             self._write_logs()
-        for keep in (self._write_held_best, self.checkpoints.close):
+        for keep in (self._write_held_best, self._write_held_best, self.checkpoints.close):
             try:
                 keep()
             except Exception as err:  # a second Ctrl-C still leaves at once
-                if interrupted:
+                if not isinstance(exc, (TemplateError, OSError)):
                     self.logger.warning(str(err))
 
     def _resume_checkpoint(self, path: Path) -> int:

@@ -15,6 +15,7 @@ import queue
 import re
 import shutil
 import threading
+import traceback
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -217,7 +218,7 @@ class CheckpointWriter:
         self._jobs: deque[_Job | None] = deque()  # None: close()'s end of work
         self._wake: queue.SimpleQueue = queue.SimpleQueue()  # to the writer: look at _jobs
         self._done: queue.SimpleQueue = queue.SimpleQueue()  # from the writer: a job left _jobs, or it ended
-        self._end_sent = self._ended = False
+        self._end_sent = self._end_queued = self._ended = False
         self._error: BaseException | None = None
         for entry in folder.glob(f"{TEMP_PREFIX}*"):  # what a killed process left: never valid
             entry.unlink(missing_ok=True)
@@ -248,6 +249,7 @@ class CheckpointWriter:
         while not self._done.empty():  # wake-ups for changes ready() is about to see: only this thread reads them
             self._done.get_nowait()
         while not ready():
+            self._wake.put(None)  # a save() interrupted before its wake-up left a job the idle writer has not seen
             self._done.get()
 
     def _run(self) -> None:
@@ -259,12 +261,16 @@ class CheckpointWriter:
                     self._ended = True
                     self._done.put(None)
                     return
-                self._write(job)
+                error = self._write(job)
+                if error is not None:  # handed to the training thread by save() or close(); the first one stands
+                    traceback.clear_frames(error.__traceback__)  # _write's frame held the job's bytes
+                    if self._error is None:
+                        self._error = error
                 self._jobs.popleft()
                 del job
                 self._done.put(None)
 
-    def _write(self, job: _Job) -> None:
+    def _write(self, job: _Job) -> BaseException | None:
         tmp = temp_path(job.final)
         try:
             with tmp.open("wb") as handle:
@@ -279,22 +285,25 @@ class CheckpointWriter:
             if self.keep_last:  # older checkpoints of this run's history may go
                 for _, path in [c for c in epoch_checkpoints(self.folder) if c[0] <= job.epoch][:-self.keep_last]:
                     path.unlink(missing_ok=True)
-        except BaseException as err:  # handed to the training thread by save() or close()
-            self._error = err
+        except BaseException as err:
             discard(tmp)
+            return err
+        return None
 
     def _check(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise RuntimeError(f"could not write a checkpoint in {self.folder}: {err}") from err
+        err = self._error
+        if err is not None:
+            error = RuntimeError(f"could not write a checkpoint in {self.folder}: {err}")
+            self._error = None  # no call from here to the raise: a Ctrl-C cannot land between them and lose it
+            raise error from err
 
     def close(self) -> None:
         """Return once every checkpoint is on disk, re-raising a write error, and end the thread.
         Safe to call again after an interrupt anywhere in it (the Ctrl-C path does)."""
-        if not self._end_sent:
+        self._end_sent = True  # save() refuses from here
+        if not self._end_queued:
             self._jobs.append(None)  # after the jobs already handed over
-            self._end_sent = True  # interrupted before this line, a second close() adds a None no one reads
-        self._wake.put(None)
+            self._end_queued = True  # interrupted before this line, a second close() adds a None no one reads
         self._wait_until(lambda: self._ended)  # not Thread.join alone: interrupted, it marks a live thread ended
         self._thread.join()
         self._check()

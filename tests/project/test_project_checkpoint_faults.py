@@ -5,6 +5,9 @@ waits for what was handed over; the writer thread ends with its run.
 """
 from __future__ import annotations
 
+import dis
+import errno
+import gc
 import os
 import shutil
 import signal
@@ -12,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+import weakref
 
 import pytest
 import torch
@@ -344,3 +349,183 @@ def test_ctrl_c_at_any_line_of_close_then_close_again_finishes(tmp_path):
         if seen[0] < line:
             break
     assert line > 5, line  # close() and Thread.join() ran that many lines
+
+
+def _wait_for_disk(folder, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while not (folder / name).exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.005)  # the writer is back waiting for work
+
+
+def test_a_save_interrupted_before_its_wake_up_does_not_leave_the_next_save_waiting_forever(tmp_path):
+    """Ctrl-C between save()'s append and its wake-up leaves a job the idle writer has not seen;
+    the next save() over the memory budget waits for it to reach the disk: it must wake the writer
+    (it waited forever; close() wakes it itself)."""
+    writer = ckpt.CheckpointWriter(tmp_path, keep_last=None, memory_budget=1)  # every save waits for the disk
+    state = {"weights": torch.arange(1000.0)}
+    writer.save(state, 1, best=False)
+    _wait_for_disk(tmp_path, "checkpoint-epoch1.pth")
+
+    def interrupt(frame, event, arg):
+        if frame.f_code is not ckpt.CheckpointWriter.save.__code__:
+            return None
+        if event == "line" and "self._wake.put" in LINES[frame.f_lineno - 1]:
+            raise KeyboardInterrupt
+        return interrupt
+
+    LINES = open(ckpt.__file__).read().splitlines()
+    sys.settrace(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        writer.save(state, 2, best=True)
+    sys.settrace(None)
+    signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        writer.save(state, 3, best=False)
+    except TimeoutError:
+        writer._wake.put(None)
+        pytest.fail("save() waited forever for a job the writer was never woken for")
+    finally:
+        signal.alarm(0)
+        writer.close()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [f"checkpoint-epoch{e}.pth" for e in (1, 2, 3)]
+
+
+def _signal_reachable(code) -> set:
+    """Where a real SIGINT can raise in CPython 3.11: after a call returns (CALL's eval-breaker
+    check), at a function's RESUME, at a backward jump's target; the offsets of those instructions."""
+    instructions = list(dis.get_instructions(code))
+    where = {i.offset for i in instructions if i.opname == "RESUME"}
+    where |= {cur.offset for prev, cur in zip(instructions, instructions[1:])
+              if prev.opname in ("CALL", "CALL_FUNCTION_EX")}
+    return where | {i.argval for i in instructions if i.opname.startswith("JUMP_BACKWARD")}
+
+
+@pytest.mark.parametrize("caller", ["save", "close"])
+def test_a_write_error_reaches_the_caller_once_whatever_instruction_a_ctrl_c_lands_on(tmp_path, caller):
+    """A write error waits for the training thread; Ctrl-C lands on each instruction of
+    checkpoint.py where a signal can raise, while save() or close() reports it; close() again (the
+    Ctrl-C path): the error reaches the caller exactly once. (It was lost when the Ctrl-C came after
+    _check() had taken it and before its raise: the RuntimeError's construction is a call.)"""
+    state = {"weights": torch.arange(10.0)}
+    position = 0
+    while True:
+        position += 1
+        folder = tmp_path / f"at{position}"
+        folder.mkdir()
+        (folder / "checkpoint-epoch1.pth").mkdir()  # os.replace onto a folder fails
+        writer = ckpt.CheckpointWriter(folder, keep_last=None)
+        writer.save(state, 1, best=False)
+        deadline = time.monotonic() + 10
+        while writer._jobs and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen, reported = [0], 0
+
+        def interrupt(frame, event, arg, seen=seen, target=position):
+            if frame.f_code.co_filename != ckpt.__file__:
+                return None
+            frame.f_trace_opcodes, frame.f_trace_lines = True, False
+            if event == "opcode" and frame.f_lasti in _signal_reachable(frame.f_code):
+                seen[0] += 1
+                if seen[0] == target:
+                    raise KeyboardInterrupt
+            return interrupt
+
+        sys.settrace(interrupt)
+        try:
+            writer.save(state, 2, best=False) if caller == "save" else writer.close()
+        except KeyboardInterrupt:
+            pass
+        except RuntimeError:
+            reported += 1
+        finally:
+            sys.settrace(None)
+        try:
+            writer.close()
+        except RuntimeError:
+            reported += 1
+        assert reported == 1, f"the write error reached the caller {reported} times (Ctrl-C at position {position})"
+        if seen[0] < position:
+            break
+    assert position > 5, position
+
+
+def test_a_failed_write_does_not_keep_its_checkpoint_in_memory(tmp_path, monkeypatch):
+    """The error of a failed write waits for the training thread, and then travels in the error it
+    raises (a notebook keeps the last one): its traceback must not hold the job's serialised bytes
+    (4 GB on Colab, uncounted by the memory budget)."""
+    buffers = []
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        buffers.append(weakref.ref(f))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    (tmp_path / "checkpoint-epoch1.pth").mkdir()
+    writer = ckpt.CheckpointWriter(tmp_path, keep_last=None)
+    writer.save({"weights": torch.zeros(1000)}, 1, best=False)
+    with pytest.raises(RuntimeError, match="could not write a checkpoint") as raised:
+        writer.close()
+    gc.collect()
+    assert buffers[0]() is None, "the failed job's bytes are still in memory"
+    assert "os.replace" in "".join(traceback.format_exception(raised.value.__cause__))
+
+
+def test_save_after_a_close_interrupted_anywhere_is_refused_not_dropped(tmp_path):
+    """close() interrupted after it queued its end of work: a save() after it must be refused, not
+    queued behind that end, where the second close() returned without writing it."""
+    writer = ckpt.CheckpointWriter(tmp_path, keep_last=None)
+    lines = open(ckpt.__file__).read().splitlines()
+
+    def interrupt(frame, event, arg):
+        if frame.f_code is not ckpt.CheckpointWriter.close.__code__:
+            return None
+        if event == "line" and "self._jobs.append(None)" in lines[frame.f_lineno - 2]:
+            raise KeyboardInterrupt
+        return interrupt
+
+    sys.settrace(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    sys.settrace(None)
+    with pytest.raises(RuntimeError, match="is closed"):
+        writer.save({"weights": torch.zeros(3)}, 1, best=False)
+    writer.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_crash_after_a_write_error_still_writes_the_waiting_best_and_says_so(save_dir, monkeypatch):
+    """Epoch 1's write fails once (a Drive hiccup); epochs 2-3 are short, their best waits in memory;
+    epoch 4 crashes (CUDA out of memory). save() of the waiting best raised epoch 1's error before
+    taking the state, and the crash path dropped both: no checkpoint on disk, so train.py discarded
+    the run's folders, logs and all, and the write error was never shown."""
+    import trainer as trainer_pkg
+
+    real_replace, failed = os.replace, []
+
+    def flaky_replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("checkpoint-epoch1.pth") and not failed:
+            failed.append(dst)
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    real_epoch = trainer_pkg.Trainer._train_epoch
+
+    def train_epoch(self, epoch):
+        if epoch == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    monkeypatch.setattr(trainer_pkg.Trainer, "_train_epoch", train_epoch)
+    with pytest.raises(torch.OutOfMemoryError):
+        train_in_process(save_dir, "--set", "trainer.epochs=10", "--set", "trainer.early_stop=null",
+                         "--set", "trainer.save_min_interval=1000", "--set", "trainer.keep_last=null", run_id="oom")
+    assert failed
+    run_dir, log_dir = save_dir / "models" / "Digits_MLP" / "oom", save_dir / "log" / "Digits_MLP" / "oom"
+    assert run_dir.is_dir() and log_dir.is_dir(), "the run's folders were discarded"
+    best = load_checkpoint(run_dir / "model_best.pth")
+    assert best["epoch"] in (2, 3) and (run_dir / f"checkpoint-epoch{best['epoch']}.pth").exists()
+    assert "could not write a checkpoint" in (log_dir / "info.log").read_text()
