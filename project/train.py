@@ -166,22 +166,24 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _leave_at_once(code: int):
+def _leave_at_once(exit_code: list[int]):
     """Once cli() has returned, the run is on disk: a Ctrl-C while Python shuts down (torch's and
     W&B's exit hooks print a traceback when interrupted) leaves at once, with cli()'s exit code."""
     def leave(signum, frame) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        os._exit(code)
+        os._exit(exit_code[0])
     return leave
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is KeyboardInterrupt again
+    exit_code = [130]  # cli()'s, once it has returned
+    leave = _leave_at_once(exit_code)  # made now: calling it later is one more place a Ctrl-C can land
     try:
-        exit_code = cli()
-    except KeyboardInterrupt:  # a second Ctrl-C inside cli()'s own error handling: its line is out
-        exit_code = 130
-    signal.signal(signal.SIGINT, _leave_at_once(exit_code))
-    sys.exit(exit_code)
+        exit_code[0] = cli()
+        signal.signal(signal.SIGINT, leave)
+    except KeyboardInterrupt:  # a second Ctrl-C in cli()'s own error handling or before the swap: its line is out
+        signal.signal(signal.SIGINT, leave)
+    sys.exit(exit_code[0])
