@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dis
 import errno
+import functools
 import gc
 import os
 import shutil
@@ -243,6 +244,29 @@ def hung(signum, frame):
     raise TimeoutError
 
 
+def _interrupted_at_line(target: int, call) -> int:
+    """call() with KeyboardInterrupt raised at the target-th line it runs in the hand-off's files,
+    as a Ctrl-C raises at whatever line the training thread is on; returns how many lines it ran."""
+    seen = 0
+
+    def interrupt(frame, event, arg):
+        nonlocal seen
+        if event == "line" and frame.f_code.co_filename.endswith(HAND_OFF):
+            seen += 1
+            if seen == target:
+                raise KeyboardInterrupt
+        return interrupt
+
+    sys.settrace(interrupt)
+    try:
+        call()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    return seen
+
+
 @pytest.mark.parametrize("writer", ["idle", "busy"])
 def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path, writer):
     """Ctrl-C raises KeyboardInterrupt at whatever line the training thread is on. Raised at each
@@ -269,22 +293,7 @@ def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path
             while not (folder / "checkpoint-epoch1.pth").exists() and time.monotonic() < deadline:
                 time.sleep(0.001)
             time.sleep(0.005)  # the writer is back waiting for work
-        seen = [0]
-
-        def interrupt(frame, event, arg, seen=seen, target=line):
-            if event == "line" and frame.f_code.co_filename.endswith(HAND_OFF):
-                seen[0] += 1
-                if seen[0] == target:
-                    raise KeyboardInterrupt
-            return interrupt
-
-        sys.settrace(interrupt)
-        try:
-            writer_.save(state, 2, best=True)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(None)
+        lines_run = _interrupted_at_line(line, functools.partial(writer_.save, state, 2, best=True))
         signal.signal(signal.SIGALRM, hung)  # close() in this (the main) thread, as the Ctrl-C path calls it
         signal.alarm(20)
         try:
@@ -302,7 +311,7 @@ def test_ctrl_c_at_any_line_of_the_hand_off_leaves_close_able_to_finish(tmp_path
             signal.alarm(0)
         for path in folder.glob("checkpoint-epoch*.pth"):
             assert torch.equal(load_checkpoint(path)["weights"], state["weights"]), path
-        if seen[0] < line:  # save() ran fewer lines than this: every one has been tried
+        if lines_run < line:  # save() ran fewer lines than this: every one has been tried
             break
     assert line > 10, line
 
@@ -320,22 +329,7 @@ def test_ctrl_c_at_any_line_of_close_then_close_again_finishes(tmp_path):
         folder.mkdir()
         writer = ckpt.CheckpointWriter(folder, keep_last=None)
         writer.save(state, 1, best=True)
-        seen = [0]
-
-        def interrupt(frame, event, arg, seen=seen, target=line):
-            if event == "line" and frame.f_code.co_filename.endswith(HAND_OFF):
-                seen[0] += 1
-                if seen[0] == target:
-                    raise KeyboardInterrupt
-            return interrupt
-
-        sys.settrace(interrupt)
-        try:
-            writer.close()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(None)
+        lines_run = _interrupted_at_line(line, writer.close)
         signal.signal(signal.SIGALRM, hung)
         signal.alarm(20)
         try:
@@ -346,7 +340,7 @@ def test_ctrl_c_at_any_line_of_close_then_close_again_finishes(tmp_path):
             signal.alarm(0)
         assert len(_writer_threads()) == threads_before
         assert torch.equal(load_checkpoint(folder / "checkpoint-epoch1.pth")["weights"], state["weights"])
-        if seen[0] < line:
+        if lines_run < line:
             break
     assert line > 5, line  # close() and Thread.join() ran that many lines
 
